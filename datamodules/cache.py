@@ -1,0 +1,221 @@
+"""Atomic, self-describing array caches shared by every dataset of the suite.
+
+Raw data (images, video clips, segmentation scores) is converted once into a single uncompressed ``.npz`` file
+that training reads quickly, possibly memory-mapped. Each cache carries a metadata record: the format version,
+the shape and dtype of every array, and free-form JSON metadata describing how the cache was made (resolution,
+source fingerprint, segmenter, ...). Readers pass the metadata they expect, so a cache made with other settings is
+refused with a message naming the differing key instead of silently feeding the wrong data to a model.
+
+Writes are atomic: the file is written under a temporary name in the destination directory, flushed to disk and
+renamed, so an interrupted conversion never leaves a partial cache under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+CACHE_FORMAT_VERSION = 1
+_META_NAME = "__cache_meta__"
+_ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_ZIP_LOCAL_SIGNATURE = b"PK\x03\x04"
+
+
+class CacheError(RuntimeError):
+    """A cache file is missing, damaged, of another format, or was made with other settings."""
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None]) -> Path:
+    """Create ``path`` atomically: ``write_fn`` fills a temporary file that is fsynced and renamed into place.
+
+    The temporary file lives in the destination directory (a rename within one file system is atomic) and is
+    removed if ``write_fn`` raises, so neither a partial file under the final name nor a stray temporary is left.
+    Missing parent directories are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as temp_file:
+            write_fn(temp_file)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename on POSIX file systems; a no-op where directories cannot be opened (Windows)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def write_array_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` and the JSON-serialisable ``meta`` atomically into one uncompressed ``.npz`` file.
+
+    The stored record holds ``meta``, the cache format version and each array's shape and dtype, which
+    :func:`read_array_cache` checks when loading. Object arrays are refused: caches never need unpickling.
+    """
+    if not arrays:
+        raise ValueError("a cache needs at least one array")
+    contents = {}
+    for name, array in arrays.items():
+        if not name or name == _META_NAME or "/" in name:
+            raise ValueError(f"invalid cache array name {name!r}")
+        array = np.asarray(array)
+        if array.dtype.hasobject:
+            raise ValueError(f"cache array {name!r} has object dtype; only plain numeric arrays can be cached")
+        contents[name] = array
+    try:
+        meta_json = json.dumps(dict(meta))
+    except TypeError as error:
+        raise TypeError(f"cache meta must be JSON-serialisable: {error}") from error
+    record = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "meta": json.loads(meta_json),
+        "arrays": {name: {"shape": list(array.shape), "dtype": array.dtype.str} for name, array in contents.items()},
+    }
+    contents[_META_NAME] = np.frombuffer(json.dumps(record).encode("utf-8"), dtype=np.uint8)
+    return atomic_write(path, lambda file: np.savez(file, **contents))
+
+
+def read_cache_meta(path: str | os.PathLike, expect_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the metadata stored in a cache without loading its arrays (cheap staleness checks).
+
+    Raises :class:`CacheError` if the file is missing or not a readable cache of this format version, or if a key
+    of ``expect_meta`` is absent from or differs from the stored metadata.
+    """
+    path = Path(path)
+    with _open_cache_zip(path) as archive:
+        record = _read_record(path, archive)
+    _check_expected_meta(path, record["meta"], expect_meta)
+    return record["meta"]
+
+
+def read_array_cache(path: str | os.PathLike, expect_meta: Mapping[str, Any] | None = None,
+                     mmap: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load a cache written by :func:`write_array_cache`, returning ``(arrays, meta)``.
+
+    Every problem raises :class:`CacheError` naming the path and the reason: missing file, truncated or corrupt
+    archive (bad zip structure or CRC), another format version, ``expect_meta`` disagreeing with the stored
+    metadata (the message names the key and both values), or arrays that do not match their recorded shapes and
+    dtypes. With ``mmap=True`` arrays are read-only memory maps into the file; the archive structure and array
+    extents are checked but, to avoid reading the whole file, the data CRCs are not.
+    """
+    path = Path(path)
+    with _open_cache_zip(path) as archive:
+        record = _read_record(path, archive)
+        _check_expected_meta(path, record["meta"], expect_meta)
+        expected_members = {f"{name}.npy" for name in record["arrays"]} | {f"{_META_NAME}.npy"}
+        stored_members = set(archive.namelist())
+        if stored_members != expected_members:
+            raise CacheError(f"{path}: cache members {sorted(stored_members)} do not match the recorded arrays "
+                             f"{sorted(expected_members)}")
+        arrays = {}
+        for name in record["arrays"]:
+            member = archive.getinfo(f"{name}.npy")
+            try:
+                arrays[name] = _map_member(path, member) if mmap else _read_member(archive, member)
+            except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
+                raise CacheError(f"{path}: array {name!r} is unreadable (truncated or corrupt file): {error}") from error
+    for name, spec in record["arrays"].items():
+        array = arrays[name]
+        if list(array.shape) != spec["shape"] or array.dtype.str != spec["dtype"]:
+            raise CacheError(f"{path}: array {name!r} has shape {list(array.shape)} and dtype {array.dtype.str}, "
+                             f"but the cache records shape {spec['shape']} and dtype {spec['dtype']}")
+    return arrays, record["meta"]
+
+
+def _open_cache_zip(path: Path) -> zipfile.ZipFile:
+    if not path.is_file():
+        raise CacheError(f"{path}: cache file does not exist")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise CacheError(f"{path}: not a readable cache archive (truncated or corrupt file): {error}") from error
+
+
+def _read_record(path: Path, archive: zipfile.ZipFile) -> dict[str, Any]:
+    try:
+        member = archive.getinfo(f"{_META_NAME}.npy")
+    except KeyError:
+        raise CacheError(f"{path}: no cache metadata record; the file was not written by write_array_cache") from None
+    try:
+        record = json.loads(_read_member(archive, member).tobytes().decode("utf-8"))
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
+        raise CacheError(f"{path}: cache metadata record is unreadable (truncated or corrupt file): {error}") from error
+    version = record.get("format_version") if isinstance(record, dict) else None
+    if version != CACHE_FORMAT_VERSION:
+        raise CacheError(f"{path}: cache format version {version!r} is not the supported version "
+                         f"{CACHE_FORMAT_VERSION}; rebuild the cache")
+    return record
+
+
+def _check_expected_meta(path: Path, stored: dict[str, Any], expect_meta: Mapping[str, Any] | None) -> None:
+    if not expect_meta:
+        return
+    expected = json.loads(json.dumps(dict(expect_meta)))
+    for key, value in expected.items():
+        if key not in stored:
+            raise CacheError(f"{path}: cache meta has no key {key!r} (expected {value!r}); it was made by other code")
+        if stored[key] != value:
+            raise CacheError(f"{path}: cache meta {key!r} is {stored[key]!r} but {value!r} was expected; the cache "
+                             "was made with other settings")
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> np.ndarray:
+    """Read one ``.npy`` member fully; reading to the end makes ``zipfile`` verify its CRC."""
+    with archive.open(member) as stream:
+        array = np.lib.format.read_array(stream, allow_pickle=False)
+        if stream.read(1):
+            raise ValueError("trailing bytes after the array data")
+    return array
+
+
+def _map_member(path: Path, member: zipfile.ZipInfo) -> np.ndarray:
+    """Memory-map one stored (uncompressed) ``.npy`` member in place."""
+    if member.compress_type != zipfile.ZIP_STORED:
+        raise ValueError("member is compressed and cannot be memory-mapped")
+    with path.open("rb") as file:
+        file.seek(member.header_offset)
+        header = file.read(_ZIP_LOCAL_HEADER.size)
+        if len(header) != _ZIP_LOCAL_HEADER.size or header[:4] != _ZIP_LOCAL_SIGNATURE:
+            raise ValueError("bad local zip header")
+        fields = _ZIP_LOCAL_HEADER.unpack(header)
+        member_start = member.header_offset + _ZIP_LOCAL_HEADER.size + fields[10] + fields[11]
+        file.seek(member_start)
+        version = np.lib.format.read_magic(file)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+        else:
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
+        data_offset = file.tell()
+    data_size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if data_offset + data_size > member_start + member.file_size or data_offset + data_size > path.stat().st_size:
+        raise ValueError("array data extends past the end of its member")
+    if dtype.hasobject:
+        raise ValueError("object arrays are not supported")
+    if data_size == 0:
+        return np.empty(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran_order else "C",
+                     offset=data_offset)

@@ -1,0 +1,107 @@
+"""Deterministic, rank-aware and resumable batch sampling shared by every DataModule.
+
+Training batches are a pure function of ``(seed, epoch, batch position, rank)``: the permutation of an epoch
+comes from a generator seeded with ``seed + epoch``, each rank takes every ``world_size``-th batch of it, and
+the loader reports how many batches training has consumed so a run killed mid-epoch resumes on the very next
+batch (Lightning stores ``state_dict()`` of stateful loaders in its checkpoints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+
+def _distributed_rank_and_size() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ShardedBatchSampler(DistributedSampler):
+    """Yields index batches (``LongTensor``) for this rank; resumable mid-epoch.
+
+    It subclasses ``DistributedSampler`` because it *is* one: Lightning then leaves it in place instead of
+    wrapping it in its own distributed sampler. The rank and world size are read when the sampler is built
+    (DataModules build loaders after the process group exists).
+    """
+
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 drop_last: bool = True) -> None:
+        if num_items <= 0:
+            raise ValueError("cannot sample batches from an empty dataset")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.rank, self.num_replicas = _distributed_rank_and_size()
+        self.epoch = 0
+        self._resume_position = 0
+        self._served = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._resume_position = 0
+        self.epoch = epoch
+
+    def _epoch_batches(self) -> list[torch.Tensor]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator)
+        else:
+            order = torch.arange(self.num_items)
+        batches = list(order.split(self.batch_size))
+        if self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        usable = len(batches) - len(batches) % self.num_replicas if self.num_replicas > 1 else len(batches)
+        return batches[self.rank:usable:self.num_replicas]
+
+    def __len__(self) -> int:
+        return len(self._epoch_batches())
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        batches = self._epoch_batches()
+        start, self._resume_position = self._resume_position, 0
+        self._served = start
+        for batch in batches[start:]:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "served": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = state["epoch"]
+        self._resume_position = state["served"]
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`ShardedBatchSampler` whose dataset takes a whole index batch at once.
+
+    ``dataset[index_tensor]`` returns the collated batch, so a batch is one vectorised gather from an in-memory
+    or memory-mapped cache rather than ``batch_size`` Python calls. ``state_dict`` counts the batches that
+    training consumed: Lightning's fetcher pulls ``prefetched`` batches ahead, and those are served again after
+    a resume.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: ShardedBatchSampler, num_workers: int = 0,
+                 pin_memory: bool = False, prefetched: int = 1, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                         persistent_workers=num_workers > 0, **kwargs)
+        self.prefetched = prefetched
+
+    def state_dict(self) -> dict[str, int]:
+        state = self.sampler.state_dict()
+        exhausted = state["served"] == len(self.sampler)
+        consumed = state["served"] if exhausted else max(state["served"] - self.prefetched, 0)
+        return {"epoch": state["epoch"], "served": consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)

@@ -1,0 +1,5 @@
+import sys
+
+from genforecast.cli import main
+
+sys.exit(main())

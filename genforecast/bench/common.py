@@ -1,0 +1,120 @@
+"""Shared benchmark machinery: time real training steps, count their FLOPs, report against a baseline.
+
+Benchmarks run the same ``Trainer.fit`` a user runs (data loader, augmentation, every hook), once as the eager
+fp32 baseline and once optimised, in the same process. Timing starts after ``warmup`` steps and
+synchronises the device at both ends only, so asynchronous execution is measured as it happens in training.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, in FLOP/s.
+DENSE_BF16_PEAK = {"H100 SXM": 989.4e12, "H100 PCIe": 756.0e12, "H100 NVL": 835.0e12, "H200": 989.4e12,
+                   "A100": 312.0e12, "L40S": 362.1e12, "A10": 125.0e12, "RTX 4090": 165.2e12}
+
+
+def dense_bf16_peak(device: torch.device) -> tuple[str, float | None]:
+    """The device's name and its dense bf16 peak, when known."""
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in DENSE_BF16_PEAK.items():
+        if all(part in name for part in key.split()):
+            return name, peak
+    if "H100" in name:
+        return name, DENSE_BF16_PEAK["H100 SXM"]
+    return name, None
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(L.Callback):
+    """Times training steps ``warmup`` .. end, counts the FLOPs of one step, records peak memory."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start_time: float | None = None
+        self.timed_steps = 0
+        self.elapsed = 0.0
+        self.step_flops: int | None = None
+        self._flop_counter: FlopCounterMode | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup - 1:
+            self._flop_counter = FlopCounterMode(display=False)
+            self._flop_counter.__enter__()
+        if batch_idx == self.warmup:
+            _synchronize(pl_module.device)
+            self.start_time = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._flop_counter is not None:
+            self._flop_counter.__exit__(None, None, None)
+            self.step_flops = self._flop_counter.get_total_flops()
+            self._flop_counter = None
+        if self.start_time is not None:
+            self.timed_steps = batch_idx - self.warmup + 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(pl_module.device)
+        if self.start_time is not None:
+            self.elapsed = time.perf_counter() - self.start_time
+
+
+@dataclass
+class BenchResult:
+    name: str
+    samples_per_step: int
+    steps: int
+    seconds: float
+    step_flops: int | None
+    peak_memory_bytes: int
+    device_name: str
+    peak_flops: float | None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples_per_step * self.steps / self.seconds
+
+    @property
+    def model_flop_utilisation(self) -> float | None:
+        if self.peak_flops is None or not self.step_flops:
+            return None
+        return self.step_flops * self.steps / self.seconds / self.peak_flops
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak allocated device memory on CUDA; the process's peak resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def format_results(results: list[BenchResult], unit: str) -> str:
+    """Table of results; speed-ups are relative to the first row (the eager fp32 baseline)."""
+    baseline = results[0].samples_per_second
+    header = f"| run | {unit}/s | speed-up | step GFLOP | MFU (dense bf16 peak) | peak memory | device |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for result in results:
+        mfu = result.model_flop_utilisation
+        lines.append(
+            f"| {result.name} | {result.samples_per_second:,.0f} | {result.samples_per_second / baseline:.2f}x | "
+            f"{(result.step_flops or 0) / 1e9:,.1f} | {'n/a' if mfu is None else f'{100 * mfu:.1f}%'} | "
+            f"{result.peak_memory_bytes / 2**30:.2f} GiB | {result.device_name} |")
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny procedural datasets written once per session, and no network for W&B."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["WANDB_MODE"] = "disabled"
+os.environ.setdefault("WANDB_SILENT", "true")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+
+
+@pytest.fixture(scope="session")
+def fashion_catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 98-image procedural catalogue (7 shapes x 7 textures x 2) at 48 px, with masks."""
+    from genforecast.demo_data.fashion import write_fashion_catalogue
+
+    root = tmp_path_factory.mktemp("data") / "fashion_catalogue"
+    write_fashion_catalogue(root, images_per_combination=2, size=48, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def classifier_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported, untrained shape/texture classifier (the metrics only need a feature extractor)."""
+    import torch
+
+    from lightning_modules.shape_texture_classifier import export_classifier
+    from networks.classifier import ShapeTextureResNet
+
+    torch.manual_seed(0)
+    return export_classifier(ShapeTextureResNet(7, 7), tmp_path_factory.mktemp("weights") / "classifier.pt")
