@@ -22,7 +22,7 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,11 +148,13 @@ def read_catalogue(root: str | os.PathLike) -> list[CatalogueEntry]:
     return entries
 
 
-def _read_list(path: Path, value_count: int = 1) -> list[tuple[str, list[str]]]:
-    """Rows of a DeepFashion list file as ``(name, last value_count tokens)``; names may contain spaces."""
+def _read_list(path: Path, value_count: int = 1) -> Iterator[tuple[str, list[str]]]:
+    """Rows of a DeepFashion list file as ``(name, last value_count tokens)``; names may contain spaces.
+
+    Rows are yielded one at a time: the attribute list has a thousand values per image, far too many to hold.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"DeepFashion list {path} does not exist; expected layout:\n{DEEPFASHION_LAYOUT}")
-    rows = []
     with path.open() as list_file:
         lines = iter(enumerate(list_file, start=1))
         next(lines, None)
@@ -163,8 +165,7 @@ def _read_list(path: Path, value_count: int = 1) -> list[tuple[str, list[str]]]:
                 continue
             if len(tokens) <= value_count:
                 raise ValueError(f"{path}, line {line_number}: expected a name and {value_count} value(s)")
-            rows.append((" ".join(tokens[:-value_count]), tokens[-value_count:]))
-    return rows
+            yield " ".join(tokens[:-value_count]), tokens[-value_count:]
 
 
 def texture_of_attribute(attribute_name: str) -> str | None:
@@ -189,7 +190,7 @@ def read_deepfashion(root: str | os.PathLike, split: str) -> tuple[list[Catalogu
     if not root.is_dir():
         raise FileNotFoundError(f"DeepFashion root {root} does not exist; expected layout:\n{DEEPFASHION_LAYOUT}")
     categories = [name for name, _type in _read_list(root / "Anno" / "list_category_cloth.txt")]
-    attributes = _read_list(root / "Anno" / "list_attr_cloth.txt")
+    attributes = list(_read_list(root / "Anno" / "list_attr_cloth.txt"))
     texture_columns = {column: texture for column, (name, (kind,)) in enumerate(attributes)
                        if kind == "1" and (texture := texture_of_attribute(name)) is not None}
     positive_textures = {
@@ -201,12 +202,15 @@ def read_deepfashion(root: str | os.PathLike, split: str) -> tuple[list[Catalogu
     for name, (category_id,) in _read_list(root / "Anno" / "list_category_img.txt"):
         if split != "all" and partition.get(name) != split:
             continue
+        if not 1 <= int(category_id) <= len(categories):
+            raise ValueError(f"{root / 'Anno' / 'list_category_img.txt'}: {name} has category {category_id}, but "
+                             f"list_category_cloth.txt lists {len(categories)} categories")
         shape = DEEPFASHION_SHAPES.get(categories[int(category_id) - 1])
         textures = positive_textures.get(name)
         if shape is None or textures is None or len(textures) > 1:
             left_out += 1
             continue
-        texture = textures.pop() if textures else "uniform"
+        texture = next(iter(textures)) if textures else "uniform"
         entries.append(CatalogueEntry(image=root / name, shape=SHAPES.index(shape), texture=TEXTURES.index(texture)))
     return entries, left_out
 

@@ -44,7 +44,6 @@ class ShardedBatchSampler(DistributedSampler):
         self.rank, self.num_replicas = _distributed_rank_and_size()
         self.epoch = 0
         self._resume_position = 0
-        self._served = 0
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -67,41 +66,41 @@ class ShardedBatchSampler(DistributedSampler):
         return len(self._epoch_batches())
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        batches = self._epoch_batches()
         start, self._resume_position = self._resume_position, 0
-        self._served = start
-        for batch in batches[start:]:
-            self._served += 1
-            yield batch
+        yield from self._epoch_batches()[start:]
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "served": self._served}
+        """Epoch and the position the next iteration starts at (non-zero only right after a resume)."""
+        return {"epoch": self.epoch, "resume_position": self._resume_position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = state["epoch"]
-        self._resume_position = state["served"]
+        self._resume_position = state["resume_position"]
 
 
 class ResumableDataLoader(DataLoader):
     """A ``DataLoader`` over a :class:`ShardedBatchSampler` whose dataset takes a whole index batch at once.
 
     ``dataset[index_tensor]`` returns the collated batch, so a batch is one vectorised gather from an in-memory
-    or memory-mapped cache rather than ``batch_size`` Python calls. ``state_dict`` counts the batches that
-    training consumed: Lightning's fetcher pulls ``prefetched`` batches ahead, and those are served again after
-    a resume.
+    or memory-mapped cache rather than ``batch_size`` Python calls. ``state_dict`` counts the batches this
+    loader handed to training, not those its workers fetched ahead, so a resumed epoch continues exactly after
+    the last batch the checkpointed step consumed.
     """
 
     def __init__(self, dataset: Dataset, sampler: ShardedBatchSampler, num_workers: int = 0,
-                 pin_memory: bool = False, prefetched: int = 1, **kwargs: Any) -> None:
+                 pin_memory: bool = False, **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                          persistent_workers=num_workers > 0, **kwargs)
-        self.prefetched = prefetched
+        self._consumed = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        self._consumed = self.sampler.state_dict()["resume_position"]
+        for batch in super().__iter__():
+            self._consumed += 1
+            yield batch
 
     def state_dict(self) -> dict[str, int]:
-        state = self.sampler.state_dict()
-        exhausted = state["served"] == len(self.sampler)
-        consumed = state["served"] if exhausted else max(state["served"] - self.prefetched, 0)
-        return {"epoch": state["epoch"], "served": consumed}
+        return {"epoch": self.sampler.epoch, "consumed": self._consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.load_state_dict(state)
+        self.sampler.load_state_dict({"epoch": state["epoch"], "resume_position": state["consumed"]})

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from conftest import REPO_ROOT
 
 CHILD = Path(__file__).with_name("ddp_adversarial_child.py")
