@@ -2,8 +2,9 @@
 
 Images are float tensors in the [-1, 1] convention (:func:`to_unit_range`), where +1 is white: catalogue images
 are garments on white backgrounds, so pixels moved in from outside the frame are white. Random parameters are
-drawn from a CPU ``torch.Generator`` owned by the caller and then moved to the batch's device, so a run gives the
-same augmentations on CPU and GPU for the same generator state, and a resumed run can restore the generator.
+drawn from a ``torch.Generator`` owned by the caller (a handful of numbers per batch) on the generator's own
+device and then moved to the batch's device; with a CPU generator a run gives the same augmentations on CPU and
+GPU for the same generator state.
 """
 
 from __future__ import annotations
@@ -50,14 +51,14 @@ def scale_translate_jitter(images: torch.Tensor, masks: torch.Tensor | None, max
 
     Per image, the scale is uniform in [1 - max_scale, 1 + max_scale] and each translation component uniform in
     [-max_translate, max_translate] (fractions of the image size); see :func:`scale_translate`. The random
-    numbers come from the CPU ``generator`` (three per image) regardless of the tensors' device. With
-    ``max_scale = max_translate = 0`` the batch is returned unchanged up to float rounding.
+    numbers (three per image) are drawn on ``generator``'s device and moved to the tensors' device, so a CPU
+    generator gives identical jitter on every device. With ``max_scale = max_translate = 0`` the batch is returned
+    unchanged up to float rounding.
     """
-    if generator.device.type != "cpu":
-        raise ValueError("the jitter generator must be a CPU generator (results then match across devices)")
     if not 0.0 <= max_scale < 1.0 or max_translate < 0.0:
         raise ValueError(f"need 0 <= max_scale < 1 and max_translate >= 0, got {max_scale} and {max_translate}")
-    uniform = torch.rand(images.shape[0], 3, generator=generator, dtype=torch.float64) * 2.0 - 1.0
+    uniform = torch.rand(images.shape[0], 3, generator=generator, device=generator.device, dtype=torch.float64)
+    uniform = uniform * 2.0 - 1.0
     scale = 1.0 + max_scale * uniform[:, 0]
     translate = max_translate * uniform[:, 1:]
     return scale_translate(images, masks, scale, translate)

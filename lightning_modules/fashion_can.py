@@ -123,6 +123,13 @@ class FashionCAN(AdversarialModule):
         self.texture_scores = ClassifierScores(num_textures)
         self.image_stats = ImageStatistics()
 
+    def train(self, mode: bool = True) -> FashionCAN:
+        """Switch the trained networks' mode; the frozen metric classifier always stays in eval mode."""
+        super().train(mode)
+        if self.classifier is not None:
+            self.classifier.eval()
+        return self
+
     # ---- networks -----------------------------------------------------------------------------------------
 
     def generate(self, latent: torch.Tensor, mask: torch.Tensor | None = None, *,

@@ -78,3 +78,6 @@ def test_cpu_and_gpu_jitter_agree():
     on_gpu = scale_translate_jitter(images.cuda(), masks.cuda(), 0.2, 0.1, torch.Generator().manual_seed(5))
     torch.testing.assert_close(on_gpu[0].cpu(), on_cpu[0], atol=1e-4, rtol=0)
     assert (on_gpu[1].cpu() != on_cpu[1]).float().mean() < 0.01
+    cuda_generator = torch.Generator(device="cuda").manual_seed(5)
+    on_gpu_from_cuda_generator = scale_translate_jitter(images.cuda(), masks.cuda(), 0.2, 0.1, cuda_generator)
+    assert on_gpu_from_cuda_generator[0].device.type == "cuda"

@@ -1,0 +1,109 @@
+"""The command line: every experiment config runs on CPU, interpolation and overrides, errors, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONFIGS
+
+from genforecast import cli
+from genforecast.cli import SuiteCLI, main
+from genforecast.loggers import SuiteWandbLogger
+from lightning_modules.guard import DivergenceError
+
+PRESETS = [f"--config={CONFIGS / 'trainer' / 'cpu.yaml'}", f"--config={CONFIGS / 'logger' / 'csv.yaml'}"]
+EXPERIMENTS = sorted(path for path in CONFIGS.glob("*/*.yaml") if "experiment" in yaml.safe_load(path.read_text()))
+
+TINY = {
+    "lightning_modules.FashionCAN": ["--data.init_args.resolution=32", "--data.init_args.batch_size=4",
+                                     "--model.init_args.base_channels=8", "--model.init_args.sample_grid_size=4"],
+    "lightning_modules.ShapeTextureClassifier": ["--data.init_args.resolution=32", "--data.init_args.batch_size=4",
+                                                 "--model.init_args.export_path=exported/classifier.pt"],
+}
+
+
+@pytest.fixture
+def fashion_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fashion_catalogue: Path, classifier_weights: Path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FASHION_CATALOGUE", str(fashion_catalogue))
+    monkeypatch.setenv("FASHION_CLASSIFIER", str(classifier_weights))
+    return tmp_path
+
+
+def _model_class(config: Path) -> str:
+    return yaml.safe_load(config.read_text())["model"]["class_path"]
+
+
+def test_every_experiment_has_tiny_overrides():
+    assert EXPERIMENTS, "no experiment configs found"
+    assert {_model_class(config) for config in EXPERIMENTS} <= TINY.keys()
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_experiment_config_fast_dev_run_on_cpu(config: Path, fashion_env: Path):
+    args = ["fit", *PRESETS, f"--config={config}", *TINY[_model_class(config)], "--trainer.fast_dev_run=2"]
+    assert main(args) == 0
+
+
+def test_print_config_resolves_interpolation_across_files_and_overrides(fashion_env: Path, capsys):
+    config = CONFIGS / "fashion" / "canh.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *PRESETS, f"--config={config}", "--data.init_args.resolution=32", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["resolution"] == 32
+    assert printed["trainer"]["logger"]["init_args"]["save_dir"] == "outputs/fashion/canh"
+    assert printed["data"]["init_args"]["root"].endswith("fashion_catalogue")
+
+
+def test_unknown_config_key_fails_before_any_work(fashion_env: Path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *PRESETS, f"--config={CONFIGS / 'fashion' / 'gan.yaml'}", "--model.init_args.learning_rat=1"])
+    assert exit_info.value.code != 0
+    assert "learning_rat" in capsys.readouterr().err
+    assert not (fashion_env / "outputs").exists()
+
+
+def test_wandb_logger_is_named_and_grouped_by_experiment(fashion_env: Path):
+    config = CONFIGS / "fashion" / "can.yaml"
+    run = SuiteCLI("fit", [f"--config={CONFIGS / 'trainer' / 'cpu.yaml'}", f"--config={config}",
+                           *TINY["lightning_modules.FashionCAN"]])
+    logger = run.trainer.logger
+    assert isinstance(logger, SuiteWandbLogger)
+    assert logger._wandb_init["name"] == "can"
+    assert logger._wandb_init["group"] == "fashion"
+    assert "can" in logger._wandb_init["tags"]
+    assert run.trainer.checkpoint_callback.dirpath.endswith("outputs/fashion/can/checkpoints")
+
+
+def test_ckpt_path_last_resumes(fashion_env: Path):
+    base = ["fit", *PRESETS, f"--config={CONFIGS / 'fashion' / 'gan.yaml'}", *TINY["lightning_modules.FashionCAN"],
+            "--model.init_args.classifier_weights=null", "--trainer.max_epochs=-1",
+            "--trainer.limit_val_batches=0", "--checkpoint.every_n_train_steps=2", "--checkpoint.monitor=null"]
+    assert main([*base, "--trainer.max_steps=4"]) == 0
+    last = fashion_env / "outputs" / "fashion" / "gan" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    run = SuiteCLI("fit", [*base[1:], "--trainer.max_steps=8", "--ckpt_path=last"])
+    run.run_stage()
+    assert run.trainer.global_step == 8
+    assert run.model.step_index == 4
+
+
+def test_divergence_is_reported_with_exit_code(monkeypatch: pytest.MonkeyPatch, capsys):
+    def diverge(self):
+        raise DivergenceError("training diverged: non-finite generator loss at global step 7")
+
+    monkeypatch.setattr(cli.SuiteCLI, "__init__", lambda self, stage, args: None)
+    monkeypatch.setattr(cli.SuiteCLI, "run_stage", diverge)
+    assert main(["fit"]) == 3
+    assert "global step 7" in capsys.readouterr().err
+
+
+def test_help_lists_stages_and_tools(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "demo-data", "study", "bench"):
+        assert command in out
+    assert main(["train"]) == 2
