@@ -46,6 +46,16 @@ USAGE = ("usage: genforecast <command> [options]; genforecast <command> --help\n
 
 WANDB_LOGGER = "genforecast.loggers.SuiteWandbLogger"
 
+# Lightning warnings that are expected in this suite, with the reason they are harmless here.
+QUIET_WARNINGS = (
+    # main() hands LightningCLI the arguments after the stage name on purpose.
+    ".*not recommended to provide both args and command line arguments.*",
+    # Frozen metric networks (classifiers, detectors) are kept in eval mode deliberately.
+    ".*module\\(s\\) in eval mode at the start of training.*",
+    # Adversarial modules checkpoint after both updates of a step; resume is exact (see AdversarialModule).
+    ".*Using ModelCheckpoint with manual optimization.*",
+)
+
 
 class LoggedConfigCallback(SaveConfigCallback):
     """Writes the resolved config next to the run (as Lightning does) and logs it to the experiment tracker."""
@@ -131,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in STAGES:
         print(f"genforecast: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    warnings.filterwarnings("ignore", message=".*not recommended to provide both args and command line arguments.*")
+    for known in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=known)
     try:
         SuiteCLI(command, rest).run_stage()
     except DivergenceError as error:

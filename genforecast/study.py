@@ -19,8 +19,8 @@ STUDIES = {"fashion": "genforecast.studies.fashion"}
 
 def fit_and_validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict[str, float]:
     """Run ``genforecast fit`` with these configs, then one validation pass; return its metrics."""
-    args = ["fit", *(f"--config={path}" for path in config_files), *overrides]
-    cli = SuiteCLI(args=args)
+    cli = SuiteCLI("fit", [*(f"--config={path}" for path in config_files), *overrides])
+    cli.run_stage()
     results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
     return {name: float(value) for name, value in results[0].items()}
 

@@ -16,7 +16,7 @@ from genforecast.demo_data.fashion import write_fashion_catalogue
 DatasetWriter = Callable[[Path], object]
 
 DATASETS: dict[str, tuple[str, DatasetWriter]] = {
-    "fashion": ("fashion_catalogue", lambda root: write_fashion_catalogue(root)),
+    "fashion": ("fashion_catalogue", lambda root: write_fashion_catalogue(root, images_per_combination=20)),
 }
 
 
