@@ -1,7 +1,10 @@
 """Adversarial training written once: the step every GAN of the suite runs.
 
 A subclass owns ``generator`` and ``discriminator`` (plain ``nn.Module`` s), returns its optimisers as
-``(generator_optimizer, discriminator_optimizer)`` and implements two loss functions. This base class runs
+``(generator_optimizer, discriminator_optimizer)`` and implements two loss functions. A subclass whose
+configuration has no adversarial term sets ``discriminator = None`` and returns the generator's optimiser
+alone; the same step then runs the generator update only. Learning-rate schedulers returned by
+``configure_optimizers`` are stepped once per training step. This base class runs
 ``n_critic`` discriminator updates then one generator update per batch with manual optimisation:
 each update toggles its optimiser (the other network's parameters stop requiring gradients), checks the
 losses with the divergence guard, back-propagates through ``manual_backward`` (mixed precision and gradient
@@ -42,8 +45,6 @@ class AdversarialModule(L.LightningModule):
         seed: base seed of the per-step random generators.
     """
 
-    trained_networks: tuple[str, ...] = ("generator", "discriminator")
-
     def __init__(self, n_critic: int = 1, gradient_clip_val: float | None = None, nonfinite: NonFinitePolicy = "stop",
                  seed: int = 0) -> None:
         super().__init__()
@@ -66,6 +67,10 @@ class AdversarialModule(L.LightningModule):
         """Loss terms of one generator update; ``"loss"`` is the one back-propagated."""
         raise NotImplementedError
 
+    @property
+    def trained_networks(self) -> tuple[str, ...]:
+        return tuple(name for name in ("generator", "discriminator") if getattr(self, name, None) is not None)
+
     def network(self, name: str) -> nn.Module:
         """The network to call in a training step: its DDP wrapper under distributed training, else itself."""
         wrapper = self._ddp_wrappers.get(name)
@@ -84,12 +89,18 @@ class AdversarialModule(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(int(state))
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        generator_optimizer, discriminator_optimizer = self.optimizers()
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         rng = self.step_generator()
         logged: LossTerms = {}
-        for _ in range(self.n_critic):
-            logged |= self._update(discriminator_optimizer, self.discriminator_losses, batch, rng, "discriminator")
-        logged |= self._update(generator_optimizer, self.generator_losses, batch, rng, "generator")
+        if len(optimizers) > 1:
+            for _ in range(self.n_critic):
+                logged |= self._update(optimizers[1], self.discriminator_losses, batch, rng, "discriminator")
+        logged |= self._update(optimizers[0], self.generator_losses, batch, rng, "generator")
+        schedulers = self.lr_schedulers()
+        if schedulers is not None:
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
         self.step_index += 1
         self.log_dict({f"train/{name}": value.detach() for name, value in logged.items()}, prog_bar=False)
         self.log("train/skipped_steps", float(self.skipped_steps))
