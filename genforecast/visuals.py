@@ -34,3 +34,40 @@ def log_image(trainer: L.Trainer, key: str, grid: torch.Tensor, caption: str | N
             logger.log_image(key=key, images=[str(path)], caption=[caption] if caption else None,
                              step=trainer.global_step)
     return path
+
+
+def encode_video(frames: torch.Tensor, path: Path, fps: int = 4,
+                 value_range: tuple[float, float] = (-1.0, 1.0)) -> Path:
+    """Encode (T, 3, H, W) frames to an H.264 (or MPEG-4 if unavailable) file with PyAV."""
+    import av
+
+    low, high = value_range
+    pixels = ((frames.detach().float().cpu() - low) / (high - low)).clamp(0, 1).mul(255).round().to(torch.uint8)
+    pixels = pixels[..., : pixels.shape[-2] // 2 * 2, : pixels.shape[-1] // 2 * 2].permute(0, 2, 3, 1).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = pixels.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in pixels:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@rank_zero_only
+def log_video(trainer: L.Trainer, key: str, frames: torch.Tensor, fps: int = 4) -> Path:
+    """Log a (T, 3, H, W) clip in [-1, 1] as a video file: to W&B when it is the logger, always under the log dir.
+
+    The clip is encoded here with PyAV (``wandb.Video`` from arrays would need moviepy).
+    """
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    path = encode_video(frames, log_dir / "videos" / key.replace("/", "_") / f"step_{trainer.global_step:08d}.mp4",
+                        fps=fps)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.experiment.log({key: wandb.Video(str(path), format="mp4"), "trainer/global_step": trainer.global_step})
+    return path

@@ -82,6 +82,18 @@ class AdversarialModule(L.LightningModule):
     def unwrap_networks(self) -> None:
         self._ddp_wrappers = {}
 
+    @property
+    def updates_per_batch(self) -> int:
+        """Optimiser steps per training batch; Lightning's ``global_step`` (and ``max_steps``) count these."""
+        return 1 + self.n_critic if len(self.trained_networks) > 1 else 1
+
+    def total_training_batches(self) -> int:
+        """Batches the trainer will run in this fit: ``max_steps`` in batches, else epochs times epoch length."""
+        trainer = self.trainer
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            return max(trainer.max_steps // self.updates_per_batch, 1)
+        return max(int(trainer.estimated_stepping_batches), 1)
+
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A generator on this module's device seeded by ``(seed, step index, rank, stream)``."""
         entropy = [self.seed, self.step_index, self.global_rank, stream]

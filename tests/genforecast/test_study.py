@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIGS
+
 from genforecast.study import main
 
 TINY = ["--override=--data.init_args.batch_size=8", "--override=--trainer.max_steps=4",

@@ -1,0 +1,210 @@
+"""FrameGAN: multiscale adversarial next-frame prediction (Mathieu, Couprie, LeCun, ICLR 2016).
+
+The generator predicts the next frame from 4 past frames coarse to fine (4 scales for 32x32 training patches,
+each scale adding a residual to the upsampled coarser prediction); every loss is applied at every scale:
+
+``L_G = sum_k [ l_lp L_p(P_k, Y_k) + l_gdl L_gdl(P_k, Y_k) + l_adv L_adv^G(D_k(X_k, P_k)) ]``
+
+and the multiscale discriminator sees the input frames with the real or predicted frame. With
+``lambda_adv = 0`` the model has no discriminator (the paper's l1, l2 and GDL rows); with ``num_scales = 1`` it is
+the single-scale ablation. Optimisers as in the paper: SGD, the generator's rate decayed linearly from 0.04 to
+0.005 over training, the discriminator's 0.02 (Adam as an option).
+
+Evaluation follows the paper's protocol on full frames: predict the 1st future frame from 4 inputs, then the 2nd
+recursively from the 1st, and score PSNR, SSIM and sharpness difference over the full frame and over the moving
+areas (optical-flow mask), beside the copy-last-frame and optical-flow baselines computed on the same clips.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from baselines.copy_last import copy_last
+from baselines.optical_flow import flow_forecast
+from datamodules.augment import to_unit_range
+from genforecast.visuals import image_grid, log_image, log_video
+from lightning_modules.adversarial import AdversarialModule, LossTerms
+from lightning_modules.guard import NonFinitePolicy
+from losses import discriminator_real_fake_loss, generator_non_saturating_loss
+from losses.video import gradient_difference_loss, lp_loss
+from metrics.video import FramePSNR, FrameSSIM, SharpnessDifference, moving_area_mask
+from networks.multiscale_video import MultiscaleFrameDiscriminator, MultiscaleFrameGenerator, pyramid
+
+PREDICTORS = ("model", "copy_last", "optical_flow")
+
+
+class FrameGAN(AdversarialModule):
+    """Multiscale next-frame predictor with GDL and adversarial losses (see the module docstring).
+
+    Args:
+        num_input_frames: past frames stacked on channels (4 in the paper).
+        num_scales: generator/discriminator scales (4; 1 is the single-scale ablation).
+        patch_size: training patch size (32); the discriminator's fully connected sizes depend on it.
+        lambda_adv, lambda_lp, lambda_gdl: loss weights (paper's Adv+GDL: 0.05, 1, 1); ``lambda_adv = 0``
+            trains without a discriminator.
+        lp: the exponent p of the L_p loss (1 or 2).
+        gdl_alpha: exponent of the gradient difference loss.
+        optimizer: ``"sgd"`` (the paper's) or ``"adam"``.
+        generator_lr, generator_lr_final: the generator's rate, decayed linearly over ``trainer.max_steps``.
+        discriminator_lr: the discriminator's rate.
+        eval_targets: future frames predicted recursively at evaluation (2 in the paper).
+        masking: ``"restrict"`` (metrics over moving pixels only) or ``"official"`` (the released code's
+            convention: static pixels set to -1 in both images, frames with PSNR >= 50 skipped).
+        motion_threshold: optical-flow magnitude (pixels) above which a pixel counts as moving.
+        evaluate_baselines: also score copy-last and optical-flow extrapolation on the validation clips.
+        log_clips: number of fixed validation clips logged as input / prediction / target strips.
+    """
+
+    def __init__(
+        self,
+        num_input_frames: int = 4,
+        num_scales: int = 4,
+        patch_size: int = 32,
+        lambda_adv: float = 0.05,
+        lambda_lp: float = 1.0,
+        lambda_gdl: float = 1.0,
+        lp: int = 1,
+        gdl_alpha: float = 1.0,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        generator_lr: float = 0.04,
+        generator_lr_final: float = 0.005,
+        discriminator_lr: float = 0.02,
+        eval_targets: int = 2,
+        masking: Literal["restrict", "official"] = "restrict",
+        motion_threshold: float = 0.5,
+        evaluate_baselines: bool = True,
+        log_clips: int = 4,
+        n_critic: int = 1,
+        gradient_clip_val: float | None = None,
+        nonfinite: NonFinitePolicy = "stop",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed)
+        self.save_hyperparameters()
+        self.generator = MultiscaleFrameGenerator(num_input_frames=num_input_frames, num_scales=num_scales)
+        self.discriminator = (MultiscaleFrameDiscriminator(num_input_frames=num_input_frames, patch_size=patch_size,
+                                                           num_scales=num_scales) if lambda_adv > 0 else None)
+        self.frame_metrics = torch.nn.ModuleDict()
+        predictors = PREDICTORS if evaluate_baselines else PREDICTORS[:1]
+        for predictor in predictors:
+            for step in range(1, eval_targets + 1):
+                for region in ("full", "moving"):
+                    region_masking = masking if region == "moving" else "restrict"
+                    key = f"{predictor}__{region}_{step}"
+                    self.frame_metrics[key] = torch.nn.ModuleDict({
+                        "psnr": FramePSNR(masking=region_masking, skip_psnr_above=50.0 if masking == "official" else None),
+                        "ssim": FrameSSIM(masking=region_masking),
+                        "sharpness": SharpnessDifference(masking=region_masking),
+                    })
+
+    # ---- training -----------------------------------------------------------------------------------------
+
+    def _split(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = to_unit_range(batch["frames"])
+        return frames[:, : self.hparams.num_input_frames], frames[:, self.hparams.num_input_frames]
+
+    def discriminator_losses(self, batch: dict[str, torch.Tensor], rng: torch.Generator) -> LossTerms:
+        inputs, target = self._split(batch)
+        with torch.no_grad():
+            predictions = self.generator(inputs)
+        inputs_pyramid = pyramid(inputs, self.hparams.num_scales)
+        discriminator = self.network("discriminator")
+        real_logits = discriminator(inputs_pyramid, pyramid(target, self.hparams.num_scales))
+        fake_logits = discriminator(inputs_pyramid, predictions)
+        loss = sum(discriminator_real_fake_loss(real, fake) for real, fake in zip(real_logits, fake_logits))
+        return {"loss": loss}
+
+    def generator_losses(self, batch: dict[str, torch.Tensor], rng: torch.Generator) -> LossTerms:
+        hp = self.hparams
+        inputs, target = self._split(batch)
+        predictions = self.network("generator")(inputs)
+        targets = pyramid(target, hp.num_scales)
+        lp = sum(lp_loss(prediction, scaled, hp.lp) for prediction, scaled in zip(predictions, targets))
+        terms: LossTerms = {"lp": lp}
+        loss = hp.lambda_lp * lp
+        if hp.lambda_gdl > 0:
+            gdl = sum(gradient_difference_loss(prediction, scaled, hp.gdl_alpha)
+                      for prediction, scaled in zip(predictions, targets))
+            terms["gdl"] = gdl
+            loss = loss + hp.lambda_gdl * gdl
+        if self.discriminator is not None:
+            logits = self.discriminator(pyramid(inputs, hp.num_scales), predictions)
+            adversarial = sum(generator_non_saturating_loss(scale_logits) for scale_logits in logits)
+            terms["adv"] = adversarial
+            loss = loss + hp.lambda_adv * adversarial
+        terms["loss"] = loss
+        return terms
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            generator_optimizer = torch.optim.SGD(self.generator.parameters(), lr=hp.generator_lr)
+        else:
+            generator_optimizer = torch.optim.Adam(self.generator.parameters(), lr=hp.generator_lr)
+        total = self.total_training_batches()
+        final_ratio = hp.generator_lr_final / hp.generator_lr
+
+        def decay(step: int) -> float:
+            return 1.0 + (final_ratio - 1.0) * min(step / total, 1.0)
+
+        schedule = {"scheduler": torch.optim.lr_scheduler.LambdaLR(generator_optimizer, decay), "interval": "step"}
+        if self.discriminator is None:
+            return {"optimizer": generator_optimizer, "lr_scheduler": schedule}
+        optimizer_class = torch.optim.SGD if hp.optimizer == "sgd" else torch.optim.Adam
+        discriminator_optimizer = optimizer_class(self.discriminator.parameters(), lr=hp.discriminator_lr)
+        return [generator_optimizer, discriminator_optimizer], [schedule]
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def forecast(self, inputs: torch.Tensor, steps: int) -> torch.Tensor:
+        """Predict ``steps`` future frames recursively (each prediction becomes the newest input)."""
+        window = inputs
+        predictions = []
+        for _ in range(steps):
+            prediction = self.generator.predict(window)
+            predictions.append(prediction)
+            window = torch.cat([window[:, 1:], prediction[:, None]], dim=1)
+        return torch.stack(predictions, dim=1)
+
+    def _predictions(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        steps = self.hparams.eval_targets
+        forecasts = {"model": self.forecast(inputs, steps)}
+        if "copy_last__full_1" in self.frame_metrics:
+            forecasts["copy_last"] = copy_last(inputs)[:, None].expand(-1, steps, -1, -1, -1)
+            forecasts["optical_flow"] = flow_forecast(inputs, steps).to(inputs.device)
+        return forecasts
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        hp = self.hparams
+        frames = to_unit_range(batch["frames"])
+        inputs, targets = frames[:, : hp.num_input_frames], frames[:, hp.num_input_frames:]
+        previous = torch.cat([inputs[:, -1:], targets[:, :-1]], dim=1)
+        masks = [moving_area_mask(previous[:, step], targets[:, step], hp.motion_threshold).to(frames.device)
+                 for step in range(hp.eval_targets)]
+        forecasts = self._predictions(inputs)
+        for predictor, predicted in forecasts.items():
+            for step in range(hp.eval_targets):
+                for region, mask in (("full", None), ("moving", masks[step])):
+                    for metric in self.frame_metrics[f"{predictor}__{region}_{step + 1}"].values():
+                        metric.update(predicted[:, step], targets[:, step], mask)
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_strips(inputs, forecasts["model"], targets)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {}
+        for key, group in self.frame_metrics.items():
+            predictor, where = key.split("__")
+            for name, metric in group.items():
+                metrics[f"val/{predictor}/{name}_{where}"] = metric.compute()
+                metric.reset()
+        self.log_dict(metrics)
+
+    def _log_strips(self, inputs: torch.Tensor, predicted: torch.Tensor, targets: torch.Tensor) -> None:
+        count = min(self.hparams.log_clips, inputs.shape[0])
+        rows = [torch.cat([inputs[i], predicted[i], targets[i]]) for i in range(count)]
+        grid = image_grid(torch.cat(rows), nrow=inputs.shape[1] + 2 * predicted.shape[1])
+        log_image(self.trainer, "predictions/inputs|predicted|target", grid, caption=f"step {self.global_step}")
+        log_video(self.trainer, "predictions/sequence", torch.cat([inputs[0], predicted[0]]))
