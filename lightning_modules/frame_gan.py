@@ -21,18 +21,29 @@ from typing import Any, Literal
 
 import torch
 
-from baselines.copy_last import copy_last
+from baselines.copy_last import copy_last_forecast
 from baselines.optical_flow import flow_forecast
 from datamodules.augment import to_unit_range
 from genforecast.visuals import image_grid, log_image, log_video
 from lightning_modules.adversarial import AdversarialModule, LossTerms
 from lightning_modules.guard import NonFinitePolicy
-from losses import discriminator_real_fake_loss, generator_non_saturating_loss
-from losses.video import gradient_difference_loss, lp_loss
+from losses import discriminator_real_fake_loss, generator_non_saturating_loss, gradient_difference_loss, lp_loss
 from metrics.video import FramePSNR, FrameSSIM, SharpnessDifference, moving_area_mask
-from networks.multiscale_video import MultiscaleFrameDiscriminator, MultiscaleFrameGenerator, pyramid
+from networks.multiscale_video import (
+    PAPER_DISCRIMINATOR_FEATURE_MAPS,
+    PAPER_DISCRIMINATOR_HIDDEN_UNITS,
+    PAPER_GENERATOR_FEATURE_MAPS,
+    MultiscaleFrameDiscriminator,
+    MultiscaleFrameGenerator,
+    pyramid,
+)
 
 PREDICTORS = ("model", "copy_last", "optical_flow")
+
+
+def scaled_widths(widths: tuple[tuple[int, ...], ...], multiplier: float) -> tuple[tuple[int, ...], ...]:
+    """The paper's per-scale widths times ``multiplier`` (at least 4 channels or units each)."""
+    return tuple(tuple(max(4, round(width * multiplier)) for width in scale) for scale in widths)
 
 
 class FrameGAN(AdversarialModule):
@@ -42,6 +53,7 @@ class FrameGAN(AdversarialModule):
         num_input_frames: past frames stacked on channels (4 in the paper).
         num_scales: generator/discriminator scales (4; 1 is the single-scale ablation).
         patch_size: training patch size (32); the discriminator's fully connected sizes depend on it.
+        width_multiplier: scales every width of both networks (1.0 = the paper's; the CPU demo uses less).
         lambda_adv, lambda_lp, lambda_gdl: loss weights (paper's Adv+GDL: 0.05, 1, 1); ``lambda_adv = 0``
             trains without a discriminator.
         lp: the exponent p of the L_p loss (1 or 2).
@@ -62,6 +74,7 @@ class FrameGAN(AdversarialModule):
         num_input_frames: int = 4,
         num_scales: int = 4,
         patch_size: int = 32,
+        width_multiplier: float = 1.0,
         lambda_adv: float = 0.05,
         lambda_lp: float = 1.0,
         lambda_gdl: float = 1.0,
@@ -83,18 +96,23 @@ class FrameGAN(AdversarialModule):
     ) -> None:
         super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed)
         self.save_hyperparameters()
-        self.generator = MultiscaleFrameGenerator(num_input_frames=num_input_frames, num_scales=num_scales)
-        self.discriminator = (MultiscaleFrameDiscriminator(num_input_frames=num_input_frames, patch_size=patch_size,
-                                                           num_scales=num_scales) if lambda_adv > 0 else None)
+        self.generator = MultiscaleFrameGenerator(
+            num_input_frames=num_input_frames, num_scales=num_scales,
+            feature_maps=scaled_widths(PAPER_GENERATOR_FEATURE_MAPS, width_multiplier))
+        self.discriminator = None
+        if lambda_adv > 0:
+            self.discriminator = MultiscaleFrameDiscriminator(
+                num_input_frames=num_input_frames, patch_size=patch_size, num_scales=num_scales,
+                feature_maps=scaled_widths(PAPER_DISCRIMINATOR_FEATURE_MAPS, width_multiplier),
+                hidden_units=scaled_widths(PAPER_DISCRIMINATOR_HIDDEN_UNITS, width_multiplier))
         self.frame_metrics = torch.nn.ModuleDict()
         predictors = PREDICTORS if evaluate_baselines else PREDICTORS[:1]
         for predictor in predictors:
             for step in range(1, eval_targets + 1):
                 for region in ("full", "moving"):
                     region_masking = masking if region == "moving" else "restrict"
-                    key = f"{predictor}__{region}_{step}"
-                    self.frame_metrics[key] = torch.nn.ModuleDict({
-                        "psnr": FramePSNR(masking=region_masking, skip_psnr_above=50.0 if masking == "official" else None),
+                    self.frame_metrics[f"{predictor}__{region}_{step}"] = torch.nn.ModuleDict({
+                        "psnr": FramePSNR(masking=region_masking),
                         "ssim": FrameSSIM(masking=region_masking),
                         "sharpness": SharpnessDifference(masking=region_masking),
                     })
@@ -173,7 +191,7 @@ class FrameGAN(AdversarialModule):
         steps = self.hparams.eval_targets
         forecasts = {"model": self.forecast(inputs, steps)}
         if "copy_last__full_1" in self.frame_metrics:
-            forecasts["copy_last"] = copy_last(inputs)[:, None].expand(-1, steps, -1, -1, -1)
+            forecasts["copy_last"] = copy_last_forecast(inputs, steps)
             forecasts["optical_flow"] = flow_forecast(inputs, steps).to(inputs.device)
         return forecasts
 

@@ -8,6 +8,7 @@ from losses.adversarial import (
 )
 from losses.classification import auxiliary_classification_loss
 from losses.creativity import can_loss, holistic_can_loss
+from losses.video import gradient_difference_loss, lp_loss
 
 __all__ = [
     "auxiliary_classification_loss",
@@ -16,5 +17,7 @@ __all__ = [
     "generator_non_saturating_loss",
     "generator_real_fake_loss",
     "generator_saturating_loss",
+    "gradient_difference_loss",
     "holistic_can_loss",
+    "lp_loss",
 ]

@@ -43,10 +43,11 @@ class CityscapesInstanceAP(Metric):
     * an evaluated instance overlapped by several predictions with IoU > ``t`` keeps the highest-scoring one as a
       true positive; each other one is a false positive (official: each extra match appends a false positive with
       the lower of the two scores, which leaves the same set of scores).
-    * a prediction with IoU > ``t`` with no segment of its class is a false positive unless its **ignore fraction**
-      exceeds ``t``: ``(void pixels + pixels on group regions of its class + pixels on its class's instances smaller
-      than min_region_size) / prediction pixels``. Void pixels hold a label id with ``ignoreInEval``. As in the
-      official code a group region smaller than ``min_region_size`` is counted twice.
+    * a prediction whose IoU with every segment of its class is at most ``t`` is a false positive unless its
+      **ignore fraction** exceeds ``t``: ``(void pixels + pixels on group regions of its class + pixels on segments of
+      its class smaller than min_region_size) / prediction pixels``, so a too-small group region counts twice, as in
+      the official code. Void pixels hold the plain id (< 1000) of a label with ``ignoreInEval``; like the official
+      code, instances of ignored classes (caravan, trailer: ids >= 1000) are not void.
     * a prediction with IoU > ``t`` with a group region or a too-small instance only is ignored.
 
     With ``t >= 0.5`` (enforced) a prediction can exceed ``t`` with at most one of the disjoint segments, so each
@@ -134,46 +135,51 @@ class CityscapesInstanceAP(Metric):
         thresholds = torch.tensor(self.overlaps, dtype=torch.float64, device=device)
         num_classes = len(self.class_ids)
 
-        flat_masks = masks.reshape(masks.shape[0], -1).bool()
-        pred_area = flat_masks.sum(dim=1)
-        pred_class_match = labels.to(device).long()[:, None] == class_ids[None, :]
-        kept = pred_class_match.any(dim=1) & (pred_area > 0)
-        flat_masks, pred_area = flat_masks[kept], pred_area[kept]
-        pred_class = pred_class_match[kept].long().argmax(dim=1)
-        pred_scores = scores.to(device=device, dtype=torch.float64)[kept]
-
         flat_ids = instance_ids.to(device).long().flatten()
-        segment_ids, pixel_segment = torch.unique(flat_ids, return_inverse=True)
-        segment_class_match = instance_ids_to_label_ids(segment_ids)[:, None] == class_ids[None, :]
+        id_area = torch.bincount(flat_ids)  # raises on negative ids
+        present_ids = id_area.nonzero().squeeze(1)
+        segment_class_match = instance_ids_to_label_ids(present_ids)[:, None] == class_ids[None, :]
         is_class_segment = segment_class_match.any(dim=1)
-        segment_ids = segment_ids[is_class_segment]
+        segment_ids = present_ids[is_class_segment]
         segment_class = segment_class_match[is_class_segment].long().argmax(dim=1)
+        segment_area = id_area[segment_ids]
         num_segments = segment_ids.numel()
-        # Column of each pixel in the indicator matrix: its class segment, then "void", then "other" (dropped).
-        column_of_segment = torch.full_like(is_class_segment, num_segments + 1, dtype=torch.long)
-        column_of_segment[is_class_segment] = torch.arange(num_segments, device=device)
-        pixel_column = column_of_segment[pixel_segment]
-        pixel_column[torch.isin(flat_ids, torch.tensor(VOID_LABEL_IDS, device=device))] = num_segments
-        column_area = torch.bincount(pixel_column, minlength=num_segments + 2)
-        segment_area = column_area[:num_segments]
 
         is_instance = segment_ids >= INSTANCE_ID_OFFSET
         is_small = segment_area < self.min_region_size
         is_evaluated = is_instance & ~is_small
         num_ground_truth = torch.bincount(segment_class[is_evaluated], minlength=num_classes)
+
+        # Indicator matrix (pixels, columns): one column per class segment, one for void pixels, one of all ones, so
+        # that a single product with the flattened masks gives every intersection and the mask areas.
+        void_column, area_column = num_segments, num_segments + 1
+        column_of_id = torch.full_like(id_area, area_column)
+        void_ids = torch.tensor([i for i in VOID_LABEL_IDS if 0 <= i < id_area.numel()], dtype=torch.long)
+        column_of_id[void_ids.to(device)] = void_column
+        column_of_id[segment_ids] = torch.arange(num_segments, device=device)
+        pixel_column = column_of_id[flat_ids]
+        dtype = torch.float32 if height * width <= _EXACT_FLOAT32_PIXELS else torch.float64
+        indicator = torch.ones(height * width, num_segments + 2, dtype=dtype, device=device)
+        indicator[:, :area_column] = pixel_column[:, None] == torch.arange(area_column, device=device)
+        flat_masks = masks.reshape(masks.shape[0], height * width)
+        if flat_masks.dtype != torch.bool:
+            flat_masks = flat_masks != 0
+        counts = (flat_masks.to(dtype) @ indicator).round().long()
+
+        pred_area = counts[:, area_column]
+        pred_class_match = labels.to(device).long()[:, None] == class_ids[None, :]
+        kept = pred_class_match.any(dim=1) & (pred_area > 0)
+        counts, pred_area = counts[kept], pred_area[kept]
+        pred_class = pred_class_match[kept].long().argmax(dim=1)
+        pred_scores = scores.to(device=device, dtype=torch.float64)[kept]
         num_predictions = pred_scores.numel()
         if num_predictions == 0:
             outcomes = torch.empty(0, len(self.overlaps), dtype=torch.int8, device=device)
             return pred_scores, pred_class, outcomes, num_ground_truth
 
-        dtype = torch.float32 if height * width <= _EXACT_FLOAT32_PIXELS else torch.float64
-        indicator = torch.zeros(height * width, num_segments + 1, dtype=dtype, device=device)
-        counted_pixels = pixel_column <= num_segments
-        indicator[counted_pixels.nonzero().squeeze(1), pixel_column[counted_pixels]] = 1
-        intersection = (flat_masks.to(dtype) @ indicator).round().long()
-        void_intersection = intersection[:, num_segments]
+        void_intersection = counts[:, void_column]
         same_class = pred_class[:, None] == segment_class[None, :]
-        intersection = torch.where(same_class, intersection[:, :num_segments], 0)
+        intersection = torch.where(same_class, counts[:, :num_segments], 0)
 
         union = pred_area[:, None] + segment_area[None, :] - intersection
         iou = intersection.double() / union.double()

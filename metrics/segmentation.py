@@ -70,17 +70,19 @@ class SegmentationIoU(Metric):
             preds = preds.argmax(dim=1)
         if preds.shape != target.shape:
             raise ValueError(f"predictions {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
-        target = target.long().flatten()
-        preds = preds.long().flatten()
-        evaluated = target != self.ignore_index
-        target, preds = target[evaluated], preds[evaluated]
-        if target.numel() and (target.min() < 0 or target.max() >= self.num_classes):
-            raise ValueError(f"target values must be in [0, {self.num_classes}) or {self.ignore_index}")
-        unevaluated_prediction = self.num_classes
-        preds = torch.where((preds >= 0) & (preds < self.num_classes), preds, unevaluated_prediction)
+        if target.numel() == 0:
+            return
         columns = self.num_classes + 1
-        counts = torch.bincount(target * columns + preds, minlength=self.num_classes * columns)
-        self.confusion_matrix += counts.view(self.num_classes, columns)
+        # Ignored target pixels go to an extra row (dropped), predictions outside the classes to the last column.
+        ignored = target == self.ignore_index
+        smallest, largest = torch.aminmax(torch.where(ignored, 0, target))
+        if smallest < 0 or largest >= self.num_classes:
+            raise ValueError(f"target values must be in [0, {self.num_classes}) or {self.ignore_index}")
+        rows = torch.where(ignored, self.num_classes, target.long())
+        preds = preds.long()
+        preds = torch.where((preds >= 0) & (preds < self.num_classes), preds, self.num_classes)
+        counts = torch.bincount((rows * columns + preds).flatten(), minlength=columns * columns)
+        self.confusion_matrix += counts[: self.num_classes * columns].view(self.num_classes, columns)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"miou": mean IoU, "mo_miou": mean IoU over moving objects, "iou_per_class": (num_classes,)}``."""

@@ -27,7 +27,6 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -97,10 +96,19 @@ def frame_psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None, channel
     return -10 * torch.log10(_masked_frame_mean(squared_error, mask))
 
 
-def _gaussian_window(dtype: torch.dtype, device: torch.device) -> Tensor:
+def _gaussian_window_matrix(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(size - 10, size) matrix whose row ``i`` holds the normalised 11-tap Gaussian at columns ``i .. i + 10``.
+
+    Multiplying by it applies the 1-D window at every valid position (a banded matrix product, much faster than a
+    float64 convolution on CPU).
+    """
     offsets = torch.arange(SSIM_WINDOW_SIZE, dtype=dtype, device=device) - (SSIM_WINDOW_SIZE - 1) / 2
-    weights = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
-    return weights / weights.sum()
+    window = torch.exp(-(offsets**2) / (2 * SSIM_SIGMA**2))
+    window = window / window.sum()
+    num_positions = size - SSIM_WINDOW_SIZE + 1
+    columns = torch.arange(num_positions, device=device).unsqueeze(1) + torch.arange(SSIM_WINDOW_SIZE, device=device)
+    matrix = torch.zeros(num_positions, size, dtype=dtype, device=device)
+    return matrix.scatter_(1, columns, window.expand(num_positions, -1).contiguous())
 
 
 def ssim_map(pred_unit: Tensor, target_unit: Tensor) -> Tensor:
@@ -124,10 +132,9 @@ def ssim_map(pred_unit: Tensor, target_unit: Tensor) -> Tensor:
     stacked = torch.cat(
         [pred_unit, target_unit, pred_unit * pred_unit, target_unit * target_unit, pred_unit * target_unit], dim=1
     )
-    window = _gaussian_window(stacked.dtype, stacked.device)
-    groups = stacked.shape[1]
-    filtered = F.conv2d(stacked, window.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
-    filtered = F.conv2d(filtered, window.view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)
+    rows_window = _gaussian_window_matrix(stacked.shape[-2], stacked.dtype, stacked.device)
+    columns_window = _gaussian_window_matrix(stacked.shape[-1], stacked.dtype, stacked.device)
+    filtered = rows_window @ stacked @ columns_window.T
     mean_pred, mean_target, second_pred, second_target, second_cross = filtered.split(num_channels, dim=1)
     variance_pred = second_pred - mean_pred**2
     variance_target = second_target - mean_target**2
@@ -209,7 +216,8 @@ class _FrameAveragedMetric(Metric):
 
     Skip rule: a frame is skipped when its RGB PSNR, under the same masking convention, is at least
     ``skip_psnr_above``. ``None`` (default) means no skipping for ``"restrict"`` and :data:`OFFICIAL_SKIP_PSNR`
-    (50 dB) for ``"official"``; pass ``math.inf`` to keep every frame. The rule also skips perfect frames (+inf PSNR).
+    (50 dB) for ``"official"``; pass ``math.inf`` to keep every frame. The rule applies with or without a mask and
+    also skips perfect frames (+inf PSNR).
 
     States (summed across processes): the sum of the kept per-frame values (float64), the number of kept frames and
     the number of skipped frames. ``compute`` returns their mean (float64 scalar), NaN when no frame was kept; a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,3 +119,41 @@ def format_results(results: list[BenchResult], unit: str) -> str:
             f"{(result.step_flops or 0) / 1e9:,.1f} | {'n/a' if mfu is None else f'{100 * mfu:.1f}%'} | "
             f"{result.peak_memory_bytes / 2**30:.2f} GiB | {result.device_name} |")
     return "\n".join(lines)
+
+
+@dataclass
+class StepVariant:
+    """One way of running the same training step: a name, a Lightning precision and model options."""
+
+    name: str
+    precision: str
+    model_options: dict[str, Any]
+
+
+EAGER_FP32 = StepVariant("eager fp32", "32-true", {})
+
+
+def run_step_variants(make_model: Callable[[dict[str, Any]], L.LightningModule],
+                      make_datamodule: Callable[[], L.LightningDataModule], variants: list[StepVariant],
+                      samples_per_step: int, warmup: int, steps: int, updates_per_step: int) -> list[BenchResult]:
+    """Fit each variant for ``warmup + steps`` training steps on a fresh model and data module; time the rest.
+
+    ``updates_per_step`` converts steps into Lightning's ``max_steps`` (which counts optimiser updates).
+    """
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    device_name, peak = dense_bf16_peak(device)
+    results = []
+    for variant in variants:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        timer = StepTimer(warmup)
+        trainer = L.Trainer(accelerator=accelerator, devices=1, precision=variant.precision, logger=False,
+                            max_steps=updates_per_step * (warmup + steps), limit_val_batches=0, callbacks=[timer],
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            benchmark=device.type == "cuda")
+        trainer.fit(make_model(variant.model_options), datamodule=make_datamodule())
+        results.append(BenchResult(name=variant.name, samples_per_step=samples_per_step, steps=timer.timed_steps,
+                                   seconds=timer.elapsed, step_flops=timer.step_flops,
+                                   peak_memory_bytes=peak_memory(device), device_name=device_name, peak_flops=peak))
+    return results

@@ -11,15 +11,12 @@ import argparse
 import os
 from pathlib import Path
 
-import lightning as L
-import torch
-
 from datamodules.fashion import FashionCatalogueDataModule
-from genforecast.bench.common import BenchResult, StepTimer, dense_bf16_peak, format_results, peak_memory
+from genforecast.bench.common import EAGER_FP32, StepVariant, format_results, run_step_variants
 from genforecast.demo_data.fashion import write_fashion_catalogue
 from lightning_modules.fashion_can import FashionCAN
 
-VARIANTS = [("eager fp32", "32-true", False), ("bf16-mixed + channels_last", "bf16-mixed", True)]
+VARIANTS = [EAGER_FP32, StepVariant("bf16-mixed + channels_last", "bf16-mixed", {"channels_last": True})]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--data-root", default="data/bench/fashion_catalogue",
                         help="catalogue to read (a procedural one is written there if missing)")
-    parser.add_argument("--only", choices=[name for name, _, _ in VARIANTS], action="append")
 
 
 def _catalogue(root: str) -> Path:
@@ -45,26 +41,15 @@ def _catalogue(root: str) -> Path:
 
 def run(args: argparse.Namespace) -> None:
     root = _catalogue(args.data_root)
-    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    device_name, peak = dense_bf16_peak(device)
-    results = []
-    for name, precision, channels_last in VARIANTS:
-        if args.only and name not in args.only:
-            continue
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        datamodule = FashionCatalogueDataModule(str(root), resolution=args.resolution, batch_size=args.batch_size,
-                                                val_fraction=0.05, num_workers=args.num_workers)
-        model = FashionCAN(resolution=args.resolution, base_channels=args.base_channels, channels_last=channels_last)
-        timer = StepTimer(args.warmup)
-        trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
-                            max_steps=2 * (args.warmup + args.steps), limit_val_batches=0, callbacks=[timer],
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            benchmark=device.type == "cuda")
-        trainer.fit(model, datamodule=datamodule)
-        results.append(BenchResult(name=name, samples_per_step=args.batch_size, steps=timer.timed_steps,
-                                   seconds=timer.elapsed, step_flops=timer.step_flops,
-                                   peak_memory_bytes=peak_memory(device), device_name=device_name, peak_flops=peak))
+
+    def make_model(options: dict) -> FashionCAN:
+        return FashionCAN(resolution=args.resolution, base_channels=args.base_channels, **options)
+
+    def make_datamodule() -> FashionCatalogueDataModule:
+        return FashionCatalogueDataModule(str(root), resolution=args.resolution, batch_size=args.batch_size,
+                                          val_fraction=0.05, num_workers=args.num_workers)
+
+    results = run_step_variants(make_model, make_datamodule, VARIANTS, samples_per_step=args.batch_size,
+                                warmup=args.warmup, steps=args.steps, updates_per_step=2)
     print(f"\nFashionCAN G+D step, {args.resolution}px, batch {args.batch_size}, base width {args.base_channels}")
     print(format_results(results, "img"))

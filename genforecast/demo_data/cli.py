@@ -11,12 +11,16 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from genforecast.demo_data.cityscapes import write_cityscapes_sequences
 from genforecast.demo_data.fashion import write_fashion_catalogue
+from genforecast.demo_data.ucf101 import write_ucf101
 
 DatasetWriter = Callable[[Path], object]
 
 DATASETS: dict[str, tuple[str, DatasetWriter]] = {
     "fashion": ("fashion_catalogue", lambda root: write_fashion_catalogue(root, images_per_combination=20)),
+    "cityscapes": ("cityscapes", lambda root: write_cityscapes_sequences(root)),
+    "ucf101": ("UCF101", lambda root: write_ucf101(root)),
 }
 
 

@@ -111,7 +111,7 @@ def official_pixel_miou(
 
     Returns ``{"iou_per_class": {name: IoU of the 19 evaluated classes, NaN if absent}, "miou": averageScoreClasses}``.
     """
-    root = Path(tmp_dir)
+    root = Path(tmp_dir).resolve()
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
     prediction_files, ground_truth_files = [], []
@@ -146,7 +146,7 @@ def official_instance_ap(
     Returns ``{"ap", "ap50", "ap_per_class": {name: AP}, "ap50_per_class": {name: AP50}}`` (NaN for classes without
     evaluated ground truth).
     """
-    root = Path(tmp_dir)
+    root = Path(tmp_dir).resolve()
     results = root / "results"
     (results / "masks").mkdir(parents=True, exist_ok=True)
     prediction_files, ground_truth_files = [], []
@@ -173,7 +173,7 @@ def official_instance_ap(
         args.distanceAvailable = False
         args.minRegionSizes = np.concatenate(([min_region_size], evaluator.args.minRegionSizes[1:]))
         args.gtInstancesFile = str(root / "gtInstances.json")
-        args.predictionPath = str(results.resolve())
+        args.predictionPath = str(results)
         args.predictionWalk = None
         result = evaluator.evaluateImgLists(prediction_files, ground_truth_files, args)
     averages = result["averages"]
