@@ -585,7 +585,7 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         """A short summary for experiment logs."""
-        return {"root": str(self.root), "horizon": self.horizon, "input_indices": list(self.input_indices),
+        return {"root": str(self.root), "cache_dir": str(self.cache_dir), "horizon": self.horizon, "input_indices": list(self.input_indices),
                 "target_indices": list(self.target_indices), "resolution": list(self.resolution),
                 "crop_size": self.crop_size, "train_snippets": len(self.train_set) if self.train_set is not None else 0,
                 "val_snippets": len(self.val_set) if self.val_set is not None else 0, "missing_frames": self.missing_count,

@@ -16,7 +16,7 @@ frame) of ``num_inputs + num_targets`` full-resolution frames. For fold 1 (9,537
 windows and the default 2 windows per video that is 9,537 x 2 x 5 x 230,400 B = 22 GB (11 GB per window per
 video); the evaluation cache is 379 videos x 6 frames x 230,400 B = 0.52 GB. Patch positions are drawn anew for
 every batch, so the windows are a sample of each video's time axis only. The conversion is resumable (complete
-shards are reused after a kill), runs on ``num_workers`` processes, and its settings are checked on reading.
+shards are reused after a kill), decodes on ``num_workers`` threads, and its settings are checked on reading.
 
 **Motion filter.** A patch is kept when :func:`datamodules.video.motion_score`, the mean absolute difference
 between consecutive frames over its pixels, channels and frame pairs (0..255 scale), is at least ``min_motion``.
@@ -326,7 +326,7 @@ class UCF101DataModule(_ClipDataModule):
     ``fold`` picks ``trainlist0<fold>.txt`` for training and ``testlist0<fold>.txt`` for evaluation (the paper:
     fold 1). ``eval_stride`` keeps every n-th test video, from the first. ``frame_size`` is the cache resolution
     (UCF101's own 240x320 by default; other sizes are centre-cropped and resized). ``max_videos`` caps both lists
-    (evenly spread) for debugging. ``num_workers`` serves both the decoding pool and the DataLoader.
+    (evenly spread) for debugging. ``num_workers`` sets both the decoding threads and the DataLoader worker processes.
     ``videos_per_shard`` sets the shard size (64 videos x 2 windows x 5 frames = 147 MB at 240x320). After
     ``setup``, :attr:`skipped` counts unusable videos by reason (``missing``, ``corrupt``, ``too_short``) and
     :attr:`skipped_videos` names them.

@@ -19,20 +19,21 @@ StyleGAN2-ADA's ``dataset_tool``) into a folder of clip shards that training mem
   (:func:`motion_score`, :func:`sample_moving_patch`); :class:`FullClipDataset` serves whole cached clips.
 
 Videos that cannot be used are reported by path: a missing file or an undecodable or truncated one (fewer frames
-decode than the container declares) raises :class:`FileNotFoundError` or :class:`CorruptVideoError` in the main
-process, or, with ``skip_corrupt=True``, is skipped, counted under ``"missing"`` or ``"corrupt"`` and listed in a
-logged warning. Videos shorter than one window are always skipped and counted under ``"too_short"``.
+decode than the container declares) makes :func:`build_clip_cache` itself raise :class:`FileNotFoundError` or
+:class:`CorruptVideoError` naming the file, or, with ``skip_corrupt=True``, is skipped, counted under ``"missing"``
+or ``"corrupt"`` and listed in a logged warning. Videos shorter than one window are always skipped and counted under ``"too_short"``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -298,15 +299,6 @@ def _manifest_expected_meta(videos: Sequence[VideoEntry], settings: ClipCacheSet
 
 
 @dataclass(frozen=True)
-class _DecodeTask:
-    path: Path
-    clip_length: int
-    frame_step: int
-    count: int
-    frame_size: tuple[int, int]
-
-
-@dataclass(frozen=True)
 class _DecodeOutcome:
     """A decoded video's windows, or why it was not usable (``reason`` in :data:`SKIP_REASONS`)."""
 
@@ -316,10 +308,11 @@ class _DecodeOutcome:
     message: str = ""
 
 
-def _decode_for_cache(task: _DecodeTask) -> _DecodeOutcome:
-    """Pool worker: decode one video, turning every expected failure into data for the main process to report."""
+def _decode_for_cache(path: Path, settings: ClipCacheSettings) -> _DecodeOutcome:
+    """Decode one video's windows, turning every expected failure into data for the caller to report or count."""
     try:
-        clips, starts = read_clip_windows(task.path, task.clip_length, task.frame_step, task.count, task.frame_size)
+        clips, starts = read_clip_windows(path, settings.clip_length, settings.frame_step, settings.clips_per_video,
+                                          settings.frame_size)
     except FileNotFoundError as error:
         return _DecodeOutcome(reason="missing", message=str(error))
     except VideoTooShortError as error:
@@ -364,7 +357,7 @@ def build_clip_cache(videos: Sequence[VideoEntry], cache_dir: str | os.PathLike,
     Shard ``k`` holds ``frames`` uint8 (C, clip_length, 3, H, W), ``labels``, ``video_index`` (into ``videos``)
     and ``start_frame`` int64 (C,) for the windows of videos ``k * videos_per_shard`` onwards. A shard already on
     disk is kept when it opens cleanly and its settings and video fingerprint match; the others are decoded,
-    with ``num_workers`` processes (0: in this process), and written atomically. Shard files beyond the last
+    with ``num_workers`` threads (0: in this thread), and written atomically. Shard files beyond the last
     shard are removed, then the manifest (``manifest.npz``: ``clip_counts`` per shard; metadata with the
     settings, the fingerprint of all videos, and the skipped videos as ``[name, reason, message]`` with counts
     per reason) is written last. Unusable videos raise (see the module docstring) unless ``skip_corrupt``; a
@@ -423,14 +416,18 @@ def build_clip_cache(videos: Sequence[VideoEntry], cache_dir: str | os.PathLike,
 def _build_shards(videos: Sequence[VideoEntry], cache_dir: Path, settings: ClipCacheSettings, pending: list[int],
                   skip_corrupt: bool, num_workers: int, shard_metas: dict[int, dict[str, Any]],
                   clip_counts: dict[int, int]) -> None:
-    """Decode and write the ``pending`` shards, filling in their metadata and clip counts."""
-    pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 0 else None
+    """Decode and write the ``pending`` shards, filling in their metadata and clip counts.
+
+    ``num_workers`` threads decode in parallel: PyAV (FFmpeg) and OpenCV release the GIL while they work, and
+    threads need no pickling, no ``__main__`` guard and no fork, and raise their errors here as usual.
+    """
+    executor = ThreadPoolExecutor(num_workers, thread_name_prefix="decode") if num_workers > 0 else None
+    decode = partial(_decode_for_cache, settings=settings)
     try:
         for index in pending:
             shard_videos = _shard_videos(videos, settings, index)
-            tasks = [_DecodeTask(video.path, settings.clip_length, settings.frame_step, settings.clips_per_video,
-                                 tuple(settings.frame_size)) for video in shard_videos]
-            outcomes = list(pool.imap(_decode_for_cache, tasks) if pool else map(_decode_for_cache, tasks))
+            paths = [video.path for video in shard_videos]
+            outcomes = list(executor.map(decode, paths) if executor else map(decode, paths))
             skipped = []
             for video, outcome in zip(shard_videos, outcomes):
                 if outcome.reason is None:
@@ -444,9 +441,8 @@ def _build_shards(videos: Sequence[VideoEntry], cache_dir: Path, settings: ClipC
             shard_metas[index] = meta
             log.info("clip cache %s: wrote shard %d (%d clips)", cache_dir, index, clip_counts[index])
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
 
 
 class ClipShards:

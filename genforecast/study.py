@@ -14,7 +14,7 @@ from pathlib import Path
 
 from genforecast.cli import SuiteCLI
 
-STUDIES = {"fashion": "genforecast.studies.fashion"}
+STUDIES = {"fashion": "genforecast.studies.fashion", "framegan": "genforecast.studies.framegan"}
 
 
 def fit_and_validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict[str, float]:

@@ -83,7 +83,7 @@ class Camera:
         return np.stack([centre_u + self.focal * x / z, centre_v - self.focal * (y - MOUNT_HEIGHT) / z], axis=-1)
 
     def rays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-pixel ray slopes ``(dx, dy)``: a ray reaches lateral offset ``dx * z`` and height ``1.3 + dy * z``."""
+        """Per-pixel ray slopes ``(dx, dy)``: a ray reaches lateral offset ``dx * z`` and height ``MOUNT_HEIGHT + dy * z``."""
         centre_u, centre_v = self.centre
         rows, columns = np.mgrid[0:self.height, 0:self.width].astype(np.float32) + 0.5
         return (columns - centre_u) / self.focal, (centre_v - rows) / self.focal
@@ -221,23 +221,24 @@ class Vehicle:
         def hull(*box: float) -> np.ndarray:
             return cv2.convexHull(camera.project(*_box_corners(*box)).astype(np.float32))[:, 0]
 
-        def face(x: float | tuple[float, float], y: tuple[float, float], z: float | tuple[float, float]) -> np.ndarray:
-            """A quad on a plane of constant x (side) or constant z (front/rear)."""
-            if isinstance(x, tuple):
-                xs, zs = np.array([x[0], x[1], x[1], x[0]]), np.full(4, z)
-            else:
-                xs, zs = np.full(4, x), np.array([z[0], z[0], z[1], z[1]])
-            ys = np.array([y[0], y[0], y[1], y[1]]) if isinstance(x, tuple) else np.array([y[0], y[1], y[1], y[0]])
-            return camera.project(xs, ys, zs)
+        def end_face(xs: tuple[float, float], ys: tuple[float, float], z: float) -> np.ndarray:
+            """A rectangle facing the camera (rear or front) at depth ``z``."""
+            return camera.project(np.array([xs[0], xs[1], xs[1], xs[0]]), np.array([ys[0], ys[0], ys[1], ys[1]]),
+                                  np.full(4, z))
+
+        def side_face(x: float, ys: tuple[float, float], zs: tuple[float, float]) -> np.ndarray:
+            """A rectangle on the side plane at lateral offset ``x``."""
+            return camera.project(np.full(4, x), np.array([ys[0], ys[1], ys[1], ys[0]]),
+                                  np.array([zs[0], zs[0], zs[1], zs[1]]))
 
         body_bottom, body_top = shape.body
         for wheel_x in (x0 + 0.08, x1 - 0.38):
-            fill(face((wheel_x, wheel_x + 0.3), (0.0, body_bottom + 0.05), near), (22, 22, 24))
+            fill(end_face((wheel_x, wheel_x + 0.3), (0.0, body_bottom + 0.05), near), (22, 22, 24))
         fill(hull(x0, x1, body_bottom, body_top, near, far), self.colour)
         side_x = x0 if x0 > 0 else x1 if x1 < 0 else None
         if side_x is not None:
-            canvas.paint(face(side_x, shape.body, (near, far)), _shade(self.colour, 0.72))
-        canvas.paint(face((x0, x1), shape.body, near), _shade(self.colour, 0.9))
+            canvas.paint(side_face(side_x, shape.body, (near, far)), _shade(self.colour, 0.72))
+        canvas.paint(end_face((x0, x1), shape.body, near), _shade(self.colour, 0.9))
         glass = (52, 60, 70)
         if shape.cabin_top is not None:
             cabin_near = near + (0.22 if self.facing > 0 else 0.32) * shape.length
@@ -245,24 +246,24 @@ class Vehicle:
             cx0, cx1 = x0 + 0.12, x1 - 0.12
             fill(hull(cx0, cx1, body_top, shape.cabin_top, cabin_near, cabin_far), self.colour)
             window = (body_top + 0.06, shape.cabin_top - 0.06)
-            canvas.paint(face((cx0 + 0.1, cx1 - 0.1), window, cabin_near), glass)
+            canvas.paint(end_face((cx0 + 0.1, cx1 - 0.1), window, cabin_near), glass)
             if side_x is not None:
                 cabin_side = cx0 if side_x == x0 else cx1
-                canvas.paint(face(cabin_side, window, (cabin_near + 0.15, cabin_far - 0.15)), glass)
+                canvas.paint(side_face(cabin_side, window, (cabin_near + 0.15, cabin_far - 0.15)), glass)
         elif shape.glass is not None:
-            canvas.paint(face((x0 + 0.15, x1 - 0.15), shape.glass, near), glass)
+            canvas.paint(end_face((x0 + 0.15, x1 - 0.15), shape.glass, near), glass)
             if side_x is not None:
-                canvas.paint(face(side_x, shape.glass, (near + 0.4, far - 0.4)), glass)
+                canvas.paint(side_face(side_x, shape.glass, (near + 0.4, far - 0.4)), glass)
         light = (200, 25, 25) if self.facing > 0 else (240, 240, 210)
         light_band = (body_top - 0.25, body_top - 0.1)
         for light_x in ((x0 + 0.08, x0 + 0.35), (x1 - 0.35, x1 - 0.08)):
-            canvas.paint(face(light_x, light_band, near), light)
-        canvas.paint(face((self.x - 0.26, self.x + 0.26), (body_bottom + 0.1, body_bottom + 0.22), near),
+            canvas.paint(end_face(light_x, light_band, near), light)
+        canvas.paint(end_face((self.x - 0.26, self.x + 0.26), (body_bottom + 0.1, body_bottom + 0.22), near),
                      (230, 230, 225))
         if side_x is not None:
             radius = shape.wheel_radius
             for wheel_z in (near + 0.4 + radius, far - 0.4 - radius):
-                ring = np.array(_circle(wheel_z, radius, radius))
+                ring = _circle(wheel_z, radius, radius)
                 fill(camera.project(np.full(len(ring), side_x), ring[:, 1], ring[:, 0]), (22, 22, 24))
 
 

@@ -100,16 +100,23 @@ def _colors(rng: np.random.Generator, count: int) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0].astype(np.float32)
 
 
+def _two_tones(rng: np.random.Generator) -> np.ndarray:
+    """A colour and a darker shade of it: textures differ mostly in brightness, which yuv420p keeps sharp."""
+    light = _colors(rng, 1)[0]
+    return np.stack([light, light * 0.45])
+
+
 def _background(kind: str, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A float (height, width, 3) background of the given kind."""
     rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
-    low, high = _colors(rng, 2) * 0.6 + 40
+    high, low = _two_tones(rng) * 0.8 + 25
     angle = rng.uniform(0, math.pi)
     along = (rows * math.sin(angle) + columns * math.cos(angle))
     if kind == "gradient":
         mix = (along - along.min()) / max(float(np.ptp(along)), 1.0)
     elif kind == "stripes":
-        mix = 0.5 + 0.5 * np.sin(2 * math.pi * along / rng.uniform(0.05, 0.12) / max(height, width))
+        period = max(rng.uniform(0.05, 0.12) * max(height, width), 8.0)
+        mix = 0.5 + 0.5 * np.sin(2 * math.pi * along / period)
     else:
         coarse = rng.uniform(0, 1, (max(height // 12, 2), max(width // 12, 2))).astype(np.float32)
         mix = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
@@ -143,7 +150,7 @@ def render_video(rng: np.random.Generator, frames: int, size: tuple[int, int], c
                                velocity=heading * speed, acceleration=acceleration,
                                angle=float(rng.uniform(0, 2 * math.pi)), spin=float(rng.uniform(-0.05, 0.05)),
                                checks=bool(rng.uniform() < 0.5), period=float(radius * rng.uniform(0.4, 0.7)),
-                               colors=_colors(rng, 2)))
+                               colors=_two_tones(rng)))
     video = np.empty((frames, height, width, 3), dtype=np.uint8)
     for index in range(frames):
         top, left = (margin + np.round(pan * index)).astype(int)
