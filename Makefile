@@ -41,7 +41,13 @@ train-fashion: install
 bench-fashion: install
 	$(GENFORECAST) bench fashion
 
-train-framegan train-segforecast train-f2f train-joint bench-framegan bench-segforecast bench-f2f bench-joint:
+train-framegan: install
+	$(STUDY) framegan
+
+bench-framegan: install
+	$(GENFORECAST) bench framegan
+
+train-segforecast train-f2f train-joint bench-segforecast bench-f2f bench-joint:
 	@echo "$@: not built yet; see the open issues (FrameGAN #3, SegForecastAR #4, F2F #5, Joint #6)."
 
 clean:

@@ -8,8 +8,8 @@ the model predicts one after the other. The evaluation window is fixed, not chos
 sees the same frames: it starts at frame 0 of the video (frames 0, s, 2s, ... for a frame step s).
 
 **One-time conversion.** ``prepare_data`` decodes every video once with PyAV into sharded uint8 clip caches
-(:mod:`datamodules.video`); training then memory-maps them. Decoding all of UCF101 would not fit: 13,320 videos
-of about 186 frames average are ~2.5M frames, and a 240x320 RGB frame is 230,400 bytes, so ~570 GB. The paper
+(:mod:`datamodules.video`); training then memory-maps them. Decoding all of UCF101 would not fit: its 13,320 videos
+last about 27 hours, ~2.4M frames at 25 fps, and a 240x320 RGB frame is 230,400 bytes, so ~550 GB. The paper
 trains on 32x32 patches cut from full-resolution frames, so instead of downscaling, each training video is stored
 as ``clips_per_video`` windows (evenly spaced over the video, the first at frame 0, the last ending on the last
 frame) of ``num_inputs + num_targets`` full-resolution frames. For fold 1 (9,537 training videos), 5-frame
@@ -20,8 +20,8 @@ shards are reused after a kill), decodes on ``num_workers`` threads, and its set
 
 **Motion filter.** A patch is kept when :func:`datamodules.video.motion_score`, the mean absolute difference
 between consecutive frames over its pixels, channels and frame pairs (0..255 scale), is at least ``min_motion``.
-The default 4.0 rejects static background (whose score is the compression noise, about 1) and keeps patches
-crossed by moving edges; raise it for more motion per batch, set it to 0 to keep every patch. At most
+The default 4.0 rejects static background (which scores little more than its compression noise) and keeps
+patches crossed by moving edges; raise it for more motion per batch, set it to 0 to keep every patch. At most
 ``patch_tries`` positions are tried per clip; when none moves enough the most moving one is used.
 
 **Batches** stay uint8 on their way to the device (4x less transfer); the LightningModule maps them to
@@ -278,7 +278,8 @@ class _ClipDataModule(L.LightningDataModule):
                                             self.seed)
         self.skipped = {reason: sum(manifest["skipped_counts"][reason] for manifest in manifests)
                         for reason in SKIP_REASONS}
-        self.skipped_videos = [f"{name} ({reason})" for manifest in manifests for name, reason, _ in manifest["skipped"]]
+        self.skipped_videos = [f"{name} ({reason})" for manifest in manifests
+                               for name, reason, _message in manifest["skipped"]]
         log.info("%s data: %s", self.dataset_name, self.describe())
 
     def _require_setup(self) -> MovingPatchDataset:

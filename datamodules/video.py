@@ -21,7 +21,8 @@ StyleGAN2-ADA's ``dataset_tool``) into a folder of clip shards that training mem
 Videos that cannot be used are reported by path: a missing file or an undecodable or truncated one (fewer frames
 decode than the container declares) makes :func:`build_clip_cache` itself raise :class:`FileNotFoundError` or
 :class:`CorruptVideoError` naming the file, or, with ``skip_corrupt=True``, is skipped, counted under ``"missing"``
-or ``"corrupt"`` and listed in a logged warning. Videos shorter than one window are always skipped and counted under ``"too_short"``.
+or ``"corrupt"`` and listed in a logged warning. Videos shorter than one window are always skipped and counted
+under ``"too_short"``.
 """
 
 from __future__ import annotations
@@ -191,8 +192,9 @@ def motion_score(clips: np.ndarray | torch.Tensor) -> np.ndarray:
     """Mean absolute difference between consecutive frames, on the 0..255 scale: (..., T, C, H, W) -> (...).
 
     The mean runs over the ``T - 1`` frame pairs, the channels and the pixels. It is the criterion of Mathieu et
-    al.'s training code, which keeps only patches that move: a static patch scores about the compression noise
-    (around 1 for UCF101), a patch crossed by a moving edge scores tens. ``float(motion_score(clip))`` for one clip.
+    al.'s training code, which keeps only patches that move: a static patch scores little more than its
+    compression noise, a textured patch crossed by a moving edge scores tens. ``float(motion_score(clip))`` for one
+    clip.
     """
     clips = np.asarray(clips)
     if clips.ndim < 4 or clips.shape[-4] < 2:
@@ -220,6 +222,8 @@ def sample_moving_patch(clip: np.ndarray, patch_size: int, min_motion: float, tr
     positions are drawn up front, so ``rng`` advances by the same amount whichever patch is kept.
     """
     height, width = clip.shape[-2:]
+    if tries < 1:
+        raise ValueError(f"tries must be positive, got {tries}")
     if patch_size > min(height, width):
         raise ValueError(f"patch_size {patch_size} exceeds the {height}x{width} frames")
     tops = rng.integers(0, height - patch_size + 1, size=tries)

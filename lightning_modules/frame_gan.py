@@ -67,6 +67,7 @@ class FrameGAN(AdversarialModule):
         motion_threshold: optical-flow magnitude (pixels) above which a pixel counts as moving.
         evaluate_baselines: also score copy-last and optical-flow extrapolation on the validation clips.
         log_clips: number of fixed validation clips logged as input / prediction / target strips.
+        channels_last: keep both networks and their inputs in NHWC layout (faster convolutions on tensor cores).
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class FrameGAN(AdversarialModule):
         motion_threshold: float = 0.5,
         evaluate_baselines: bool = True,
         log_clips: int = 4,
+        channels_last: bool = False,
         n_critic: int = 1,
         gradient_clip_val: float | None = None,
         nonfinite: NonFinitePolicy = "stop",
@@ -105,6 +107,10 @@ class FrameGAN(AdversarialModule):
                 num_input_frames=num_input_frames, patch_size=patch_size, num_scales=num_scales,
                 feature_maps=scaled_widths(PAPER_DISCRIMINATOR_FEATURE_MAPS, width_multiplier),
                 hidden_units=scaled_widths(PAPER_DISCRIMINATOR_HIDDEN_UNITS, width_multiplier))
+        if channels_last:
+            for network in (self.generator, self.discriminator):
+                if network is not None:
+                    network.to(memory_format=torch.channels_last)
         self.frame_metrics = torch.nn.ModuleDict()
         predictors = PREDICTORS if evaluate_baselines else PREDICTORS[:1]
         for predictor in predictors:

@@ -171,24 +171,24 @@ class SegForecastAR(AdversarialModule):
                    + hp.lambda_gdl * gradient_difference_loss(prediction, scaled)
                    for prediction, scaled in zip(predictions, targets))
 
-    def _training_pairs(self, sequence: torch.Tensor) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
-        """(per-step per-scale predictions, per-step targets) for the training mode."""
+    def _training_pairs(self, sequence: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]],
+                                                                list[torch.Tensor]]:
+        """(inputs of the first step, per-step per-scale predictions, per-step targets) for the training mode."""
         hp = self.hparams
         inputs = sequence[:, : hp.num_input_frames]
         future = [sequence[:, hp.num_input_frames + step] for step in range(hp.horizon_steps)]
         if hp.mode == "autoregressive":
             windows = torch.cat([sequence[:, step: step + hp.num_input_frames] for step in range(hp.horizon_steps)])
-            return self._steps(windows, 1, detach=True), [torch.cat(future)]
-        return self._steps(inputs, hp.horizon_steps, detach=False), future
+            return windows, self._steps(windows, 1, detach=True), [torch.cat(future)]
+        return inputs, self._steps(inputs, hp.horizon_steps, detach=False), future
 
     def generator_losses(self, batch: dict[str, torch.Tensor], rng: torch.Generator) -> LossTerms:
         sequence = self.representation(batch)
-        predictions, targets = self._training_pairs(sequence)
+        inputs, predictions, targets = self._training_pairs(sequence)
         reconstruction = sum(self._reconstruction(scales, target) for scales, target in zip(predictions, targets))
         terms: LossTerms = {"reconstruction": reconstruction}
         loss = reconstruction
         if self.discriminator is not None:
-            inputs = sequence[:, : self.hparams.num_input_frames]
             logits = self.discriminator(inputs, predictions[0])
             adversarial = sum(generator_non_saturating_loss(scale_logits) for scale_logits in logits)
             terms["adv"] = adversarial

@@ -34,3 +34,26 @@ def classifier_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     return export_classifier(ShapeTextureResNet(7, 7), tmp_path_factory.mktemp("weights") / "classifier.pt")
+
+
+@pytest.fixture(scope="session")
+def ucf101_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny procedural UCF101-format set (2 classes x 2 groups x 1 clip x 12 frames at 64x80)."""
+    from genforecast.demo_data.ucf101 import write_ucf101
+
+    root = tmp_path_factory.mktemp("data") / "UCF101"
+    write_ucf101(root, classes=2, groups=2, clips_per_group=1, frames=12, size=(64, 80), seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cityscapes_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny procedural Cityscapes-format set: 1 city, 3 train + 2 val snippets at 64x128, every frame labelled.
+
+    Snippets stop at the annotated frame (20 frames): every cached frame precedes it, and writing is a third faster.
+    """
+    from genforecast.demo_data.cityscapes import write_cityscapes_sequences
+
+    root = tmp_path_factory.mktemp("data") / "cityscapes"
+    return write_cityscapes_sequences(root, sequences_per_split={"train": 3, "val": 2}, size=(64, 128),
+                                      frames_per_snippet=20, seed=0)

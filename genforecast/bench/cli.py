@@ -6,7 +6,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-BENCHMARKS = {"fashion": "genforecast.bench.fashion"}
+BENCHMARKS = {"fashion": "genforecast.bench.fashion", "framegan": "genforecast.bench.framegan"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

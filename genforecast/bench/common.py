@@ -45,6 +45,7 @@ class StepTimer(L.Callback):
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
+        self.steps_started = 0
         self.start_time: float | None = None
         self.timed_steps = 0
         self.elapsed = 0.0
@@ -56,10 +57,12 @@ class StepTimer(L.Callback):
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if batch_idx == self.warmup - 1:
+        step = self.steps_started
+        self.steps_started += 1
+        if step == self.warmup - 1:
             self._flop_counter = FlopCounterMode(display=False)
             self._flop_counter.__enter__()
-        if batch_idx == self.warmup:
+        if step == self.warmup:
             _synchronize(pl_module.device)
             self.start_time = time.perf_counter()
 
@@ -70,7 +73,7 @@ class StepTimer(L.Callback):
             self.step_flops = self._flop_counter.get_total_flops()
             self._flop_counter = None
         if self.start_time is not None:
-            self.timed_steps = batch_idx - self.warmup + 1
+            self.timed_steps = self.steps_started - self.warmup
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module.device)

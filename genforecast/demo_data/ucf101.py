@@ -52,7 +52,10 @@ class _Sprite:
     colors: np.ndarray
 
     def step(self, height: int, width: int) -> None:
-        """Advance one frame, reflecting the velocity where the shape would leave the frame."""
+        """Advance one frame, reflecting the velocity where the shape would leave the frame.
+
+        Acceleration is constant, like gravity: an accelerating shape ends up bouncing off the wall it heads for.
+        """
         self.velocity += self.acceleration
         self.position += self.velocity
         self.angle += self.spin
@@ -61,7 +64,6 @@ class _Sprite:
             if self.position[axis] < low or self.position[axis] > high:
                 self.position[axis] = np.clip(self.position[axis], low, high)
                 self.velocity[axis] = -self.velocity[axis]
-                self.acceleration[axis] = -self.acceleration[axis]
 
     def draw(self, frame: np.ndarray) -> None:
         """Alpha-composite the shape (anti-aliased edge, texture fixed to the shape) onto a float (H, W, 3) frame."""
@@ -93,16 +95,13 @@ class _Sprite:
         region[...] = region * (1.0 - alpha) + texture * alpha
 
 
-def _colors(rng: np.random.Generator, count: int) -> np.ndarray:
-    """``count`` saturated, mutually distinct RGB colours (float, 0..255)."""
-    hues = (rng.uniform(0, 180) + np.arange(count) * 180 / count) % 180
-    hsv = np.stack([hues, rng.uniform(100, 210, count), rng.uniform(140, 250, count)], axis=1)
-    return cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0].astype(np.float32)
-
-
 def _two_tones(rng: np.random.Generator) -> np.ndarray:
-    """A colour and a darker shade of it: textures differ mostly in brightness, which yuv420p keeps sharp."""
-    light = _colors(rng, 1)[0]
+    """A random bright colour and a darker shade of it, float RGB (2, 3) in 0..255.
+
+    Textures drawn with the two differ mostly in brightness, which yuv420p keeps at full resolution.
+    """
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(100, 210), rng.uniform(140, 250)]]], dtype=np.uint8)
+    light = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
     return np.stack([light, light * 0.45])
 
 
@@ -111,7 +110,7 @@ def _background(kind: str, rng: np.random.Generator, height: int, width: int) ->
     rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
     high, low = _two_tones(rng) * 0.8 + 25
     angle = rng.uniform(0, math.pi)
-    along = (rows * math.sin(angle) + columns * math.cos(angle))
+    along = rows * math.sin(angle) + columns * math.cos(angle)
     if kind == "gradient":
         mix = (along - along.min()) / max(float(np.ptp(along)), 1.0)
     elif kind == "stripes":
@@ -128,7 +127,8 @@ def render_video(rng: np.random.Generator, frames: int, size: tuple[int, int], c
     """Draw one clip as uint8 (frames, H, W, 3) RGB; ``class_index`` sets the first shape's kind and motion."""
     height, width = size
     scale = min(height, width)
-    pan = rng.uniform(-0.004, 0.004, 2) * scale * (rng.uniform() < 0.6)
+    panning = rng.uniform() < 0.6
+    pan = rng.uniform(-0.004, 0.004, 2) * scale if panning else np.zeros(2)
     margin = int(math.ceil(np.abs(pan).max() * frames)) + 1
     canvas = _background(BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))], rng, height + 2 * margin,
                          width + 2 * margin)

@@ -41,7 +41,7 @@ def clips(tmp_path_factory):
         drawn[f"v{number}.avi"] = render_video(np.random.default_rng(number), 12, SIZE)
         write_video(folder / f"v{number}.avi", drawn[f"v{number}.avi"])
     write_video(folder / "short.avi", render_video(np.random.default_rng(9), 3, SIZE))
-    write_truncated_copy(folder / "v0.avi", folder / "truncated.avi", keep_fraction=0.5)
+    write_truncated_copy(folder / "v0.avi", folder / "truncated.avi", keep_fraction=0.8)
     (folder / "garbage.avi").write_bytes(b"RIFF" + bytes(range(256)) * 8)
     return folder, drawn
 
@@ -223,7 +223,8 @@ def test_damaged_shard_and_changed_settings(clips, tmp_path, monkeypatch):
     assert sorted(path.name for path in tmp_path.iterdir()) == [MANIFEST_NAME, shard_name(0)]
 
     with pytest.raises(CacheError, match="'fingerprint'"):
-        open_clip_cache(videos[:2], tmp_path, _settings(clip_length=6, videos_per_shard=3))
+        open_clip_cache(_entries(folder, ["v0.avi", "v1.avi", "v3.avi"]), tmp_path,
+                        _settings(clip_length=6, videos_per_shard=3))
 
 
 def test_unusable_videos_error_or_skip_with_counts(clips, tmp_path, caplog):

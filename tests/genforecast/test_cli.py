@@ -14,21 +14,45 @@ from genforecast.loggers import SuiteWandbLogger
 from lightning_modules.guard import DivergenceError
 
 PRESETS = [f"--config={CONFIGS / 'trainer' / 'cpu.yaml'}", f"--config={CONFIGS / 'logger' / 'csv.yaml'}"]
-EXPERIMENTS = sorted(path for path in CONFIGS.glob("*/*.yaml") if "experiment" in yaml.safe_load(path.read_text()))
+EXPERIMENTS = sorted(path for path in CONFIGS.glob("*/*.yaml") if "experiment" in yaml.safe_load(path.read_text())
+                     and path.parent.name in ("fashion", "framegan"))
 
 TINY = {
     "lightning_modules.FashionCAN": ["--data.init_args.resolution=32", "--data.init_args.batch_size=4",
                                      "--model.init_args.base_channels=8", "--model.init_args.sample_grid_size=4"],
     "lightning_modules.ShapeTextureClassifier": ["--data.init_args.resolution=32", "--data.init_args.batch_size=4",
                                                  "--model.init_args.export_path=exported/classifier.pt"],
+    "lightning_modules.FrameGAN": ["--model.init_args.width_multiplier=0.0625", "--data.init_args.batch_size=2",
+                                   "--data.init_args.frame_size=[64, 80]", "--data.init_args.eval_stride=1",
+                                   "--data.init_args.val_batch_size=1", "--model.init_args.log_clips=1"],
+    "lightning_modules.SemanticSegmenter": ["--model.init_args.architecture=lraspp_mobilenet_v3_large",
+                                            "--data.init_args.resolution=[64, 128]", "--data.init_args.crop_size=64",
+                                            "--data.init_args.batch_size=2", "--data.init_args.val_batch_size=2",
+                                            "--model.init_args.export_path=exported/segmenter.pt"],
+}
+
+# Environment variables that point each family's configs at the tiny test datasets (fixture names as values).
+FAMILY_ENVIRONMENT = {
+    "fashion": {"FASHION_CATALOGUE": "fashion_catalogue", "FASHION_CLASSIFIER": "classifier_weights"},
+    "framegan": {"UCF101_ROOT": "ucf101_demo"},
 }
 
 
 @pytest.fixture
-def fashion_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fashion_catalogue: Path, classifier_weights: Path):
+def suite_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest):
+    """Chdir to a tmp dir and point the configs of the parametrized config's family at tiny data."""
+    family = request.node.callspec.params["config"].parent.name if hasattr(request.node, "callspec") else "fashion"
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("FASHION_CATALOGUE", str(fashion_catalogue))
-    monkeypatch.setenv("FASHION_CLASSIFIER", str(classifier_weights))
+    for variable, fixture in FAMILY_ENVIRONMENT[family].items():
+        monkeypatch.setenv(variable, str(request.getfixturevalue(fixture)))
+    return tmp_path
+
+
+@pytest.fixture
+def fashion_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest):
+    monkeypatch.chdir(tmp_path)
+    for variable, fixture in FAMILY_ENVIRONMENT["fashion"].items():
+        monkeypatch.setenv(variable, str(request.getfixturevalue(fixture)))
     return tmp_path
 
 
@@ -42,7 +66,7 @@ def test_every_experiment_has_tiny_overrides():
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda path: f"{path.parent.name}/{path.stem}")
-def test_experiment_config_fast_dev_run_on_cpu(config: Path, fashion_env: Path):
+def test_experiment_config_fast_dev_run_on_cpu(config: Path, suite_env: Path):
     args = ["fit", *PRESETS, f"--config={config}", *TINY[_model_class(config)], "--trainer.fast_dev_run=2"]
     assert main(args) == 0
 

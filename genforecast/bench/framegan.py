@@ -1,0 +1,69 @@
+"""FrameGAN Adv+GDL training steps (32x32 patches) and the clip pipeline: eager fp32 vs bf16-mixed + channels_last.
+
+Three measurements, each a real ``Trainer.fit`` or loader pass on the procedural UCF101-format set (or
+``UCF101_ROOT``): the paper's setting (batch 8), a large batch, and the data pipeline alone (clips/s from the
+cache), which must stay well ahead of the step rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from datamodules.ucf101 import UCF101DataModule
+from genforecast.bench.common import EAGER_FP32, StepVariant, format_results, run_step_variants
+from genforecast.demo_data.cli import ensure_demo_dataset
+from lightning_modules.frame_gan import FrameGAN
+
+VARIANTS = [EAGER_FP32, StepVariant("bf16-mixed + channels_last", "bf16-mixed", {"channels_last": True})]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 256])
+    parser.add_argument("--width-multiplier", type=float, default=1.0, help="1.0 = the paper's widths")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--num-workers", type=int, default=4)
+    parser.add_argument("--data-root", default="data/demo", help="demo root (used when UCF101_ROOT is not set)")
+
+
+def _datamodule(root: Path, batch_size: int, num_workers: int) -> UCF101DataModule:
+    return UCF101DataModule(str(root), batch_size=batch_size, num_workers=num_workers, eval_stride=1)
+
+
+def _pipeline_clips_per_second(root: Path, batch_size: int, num_workers: int, batches: int) -> float:
+    datamodule = _datamodule(root, batch_size, num_workers)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    clips, start, iterator = 0, None, iter(loader)
+    for index in range(batches + 1):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            batch = next(iterator)
+        if index == 0:
+            start = time.perf_counter()
+            continue
+        clips += batch["frames"].shape[0]
+    return clips / (time.perf_counter() - start)
+
+
+def run(args: argparse.Namespace) -> None:
+    root = Path(os.environ.get("UCF101_ROOT") or ensure_demo_dataset("ucf101", args.data_root))
+    for batch_size in args.batch_sizes:
+        def make_model(options: dict) -> FrameGAN:
+            return FrameGAN(width_multiplier=args.width_multiplier, evaluate_baselines=False, **options)
+
+        results = run_step_variants(make_model, lambda: _datamodule(root, batch_size, args.num_workers), VARIANTS,
+                                    samples_per_step=batch_size, warmup=args.warmup, steps=args.steps,
+                                    updates_per_step=2)
+        print(f"\nFrameGAN Adv+GDL step, 32x32 patches, batch {batch_size}, width x{args.width_multiplier}")
+        print(format_results(results, "clip"))
+        step_rate = max(result.samples_per_second for result in results)
+        pipeline = _pipeline_clips_per_second(root, batch_size, args.num_workers, batches=max(args.steps // 4, 5))
+        print(f"data pipeline: {pipeline:,.0f} clips/s from the cache with {args.num_workers} workers "
+              f"({pipeline / step_rate:.1f}x the fastest step's {step_rate:,.0f} clips/s)")
