@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 from datamodules.ucf101 import UCF101DataModule
@@ -54,11 +55,11 @@ def _pipeline_clips_per_second(root: Path, batch_size: int, num_workers: int, ba
 
 def run(args: argparse.Namespace) -> None:
     root = Path(os.environ.get("UCF101_ROOT") or ensure_demo_dataset("ucf101", args.data_root))
-    for batch_size in args.batch_sizes:
-        def make_model(options: dict) -> FrameGAN:
-            return FrameGAN(width_multiplier=args.width_multiplier, evaluate_baselines=False, **options)
+    def make_model(options: dict) -> FrameGAN:
+        return FrameGAN(width_multiplier=args.width_multiplier, evaluate_baselines=False, **options)
 
-        results = run_step_variants(make_model, lambda: _datamodule(root, batch_size, args.num_workers), VARIANTS,
+    for batch_size in args.batch_sizes:
+        results = run_step_variants(make_model, partial(_datamodule, root, batch_size, args.num_workers), VARIANTS,
                                     samples_per_step=batch_size, warmup=args.warmup, steps=args.steps,
                                     updates_per_step=2)
         print(f"\nFrameGAN Adv+GDL step, 32x32 patches, batch {batch_size}, width x{args.width_multiplier}")
