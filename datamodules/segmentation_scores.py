@@ -123,7 +123,7 @@ def extract_scores(segmenter: nn.Module, dataset: CachedSequences, cache_path: s
     ``batch_size`` frames at a time, under bfloat16 autocast on CUDA. Scores are stored as float16 (clamped to its
     range) in shards of ``shard_size`` samples, then the manifest is written. Finished shards of an interrupted
     extraction are kept; a shard or manifest with other metadata raises :class:`CacheError` (never overwritten,
-    never mixed).
+    never mixed). Real Cityscapes at 128x256 takes 4.4 GB (val) and 26 GB (train); see the module docstring.
     """
     if batch_size <= 0 or shard_size <= 0:
         raise ValueError(f"batch_size and shard_size must be positive, got {batch_size} and {shard_size}")
@@ -238,7 +238,8 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
 
     ``prepare_data`` (rank 0) builds the sequence caches, then extracts the scores of every cached frame of train
     and val with the exported segmenter ``segmenter_weights`` unless a finished extraction exists (resuming an
-    interrupted one); they go to ``<cache_dir>/segmenter_scores_<split>_<h>x<w>_<segmenter sha>_<sequences>``.
+    interrupted one); they go to ``<cache_dir>/segmenter_scores_<split>_<h>x<w>_<segmenter sha>_<sequences>``, so
+    a retrained segmenter or changed frames get a new directory (old ones are left for the user to delete).
     Batches gain ``scores`` float16 (B, T, 19, h, w), the pre-softmax scores of exactly the frames and crop windows of
     ``frames``, and ``segmenter_labels`` uint8 (B, h, w), the segmenter's segmentation of the annotated (last)
     frame, the second reference of the forecasting evaluation besides ``labels``.
@@ -312,7 +313,8 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         try:
             scores = SegmentationScores(self.score_cache_path(split), self.score_meta(split))
         except CacheError as error:
-            raise CacheError(f"{error} (prepare_data() extracts the scores; the Trainer calls it before setup)") from error
+            hint = "prepare_data() extracts the scores; the Trainer calls it before setup"
+            raise CacheError(f"{error} ({hint})") from error
         return ScoredSequences(sequences, scores)
 
     def setup(self, stage: str | None = None) -> None:

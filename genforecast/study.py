@@ -9,20 +9,36 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from genforecast.cli import SuiteCLI
 
-STUDIES = {"fashion": "genforecast.studies.fashion", "framegan": "genforecast.studies.framegan"}
+STUDIES = {"fashion": "genforecast.studies.fashion", "framegan": "genforecast.studies.framegan",
+           "f2f": "genforecast.studies.f2f"}
 
 
 def fit_and_validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Run ``genforecast fit`` with these configs, then one validation pass; return its metrics."""
+    """Run ``genforecast fit`` with these configs, then one validation pass; return its metrics.
+
+    The fit's wall time (seconds) and the model's trainable parameter count are returned too, as
+    ``train_seconds`` and ``parameters``.
+    """
     cli = SuiteCLI("fit", [*(f"--config={path}" for path in config_files), *overrides])
+    start = time.perf_counter()
     cli.run_stage()
+    elapsed = time.perf_counter() - start
     results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
-    return {name: float(value) for name, value in results[0].items()}
+    parameters = sum(p.numel() for p in cli.model.parameters() if p.requires_grad)
+    return {name: float(value) for name, value in results[0].items()} | {"train_seconds": elapsed,
+                                                                         "parameters": float(parameters)}
+
+
+def validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Run ``genforecast validate`` with these configs (pass ``--ckpt_path``); return its metrics."""
+    cli = SuiteCLI("validate", [*(f"--config={path}" for path in config_files), *overrides])
+    return {name: float(value) for name, value in cli.run_stage()[0].items()}
 
 
 def markdown_table(rows: list[dict[str, object]], columns: list[tuple[str, str]]) -> str:

@@ -212,7 +212,7 @@ def export_segmenter(network: SegmentationNetwork, path: str | Path) -> Path:
 
 
 def read_segmenter_export(path: str | Path) -> dict[str, Any]:
-    """The checked contents of an exported segmenter file: ``format``, ``architecture``, ``num_classes``, ``state_dict``.
+    """The checked contents of an exported segmenter: ``format``, ``architecture``, ``num_classes``, ``state_dict``.
 
     The file is memory-mapped, so reading the architecture of a large export is cheap.
     """

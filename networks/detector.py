@@ -203,7 +203,10 @@ def load_coco_weights(model: MaskRCNN, path: str | Path) -> list[str]:
 
 
 def describe_detector(model: MaskRCNN) -> dict[str, Any]:
-    """What a forecaster needs to know about a detector: architecture, classes, pyramid, anchors, input size."""
+    """What a forecaster needs to know about a detector: architecture, classes, pyramid, anchors, heads, input size.
+
+    The backbone reads ``unknown`` for a torchvision ``MaskRCNN`` not built by :func:`build_mask_rcnn`.
+    """
     backbone_name = getattr(model, "backbone_name", "unknown")
     return {"architecture": f"mask_rcnn_{backbone_name}_fpn", "backbone": backbone_name,
             "backbone_norm": getattr(model, "backbone_norm", "unknown"),

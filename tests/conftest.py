@@ -57,3 +57,28 @@ def cityscapes_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data") / "cityscapes"
     return write_cityscapes_sequences(root, sequences_per_split={"train": 3, "val": 2}, size=(64, 128),
                                       frames_per_snippet=20, seed=0)
+
+
+@pytest.fixture(scope="session")
+def detector_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported, untrained small Mask R-CNN (resnet18 FPN) for 64x128 frames."""
+    import torch
+
+    from lightning_modules.mask_rcnn_finetune import export_detector
+    from networks.detector import build_mask_rcnn
+
+    torch.manual_seed(0)
+    model = build_mask_rcnn("resnet18", min_size=64, max_size=128, box_head_size=64, mask_head_channels=16)
+    return export_detector(model, tmp_path_factory.mktemp("weights") / "detector.pt")
+
+
+@pytest.fixture(scope="session")
+def segmenter_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported, untrained light semantic segmenter (LR-ASPP MobileNetV3)."""
+    import torch
+
+    from lightning_modules.semantic_segmenter import SegmentationNetwork, export_segmenter
+
+    torch.manual_seed(0)
+    network = SegmentationNetwork("lraspp_mobilenet_v3_large", 19)
+    return export_segmenter(network, tmp_path_factory.mktemp("weights") / "segmenter.pt")

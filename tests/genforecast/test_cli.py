@@ -14,8 +14,9 @@ from genforecast.loggers import SuiteWandbLogger
 from lightning_modules.guard import DivergenceError
 
 PRESETS = [f"--config={CONFIGS / 'trainer' / 'cpu.yaml'}", f"--config={CONFIGS / 'logger' / 'csv.yaml'}"]
-EXPERIMENTS = sorted(path for path in CONFIGS.glob("*/*.yaml") if "experiment" in yaml.safe_load(path.read_text())
-                     and path.parent.name in ("fashion", "framegan"))
+EXPERIMENTS = sorted(path for path in CONFIGS.glob("*/*.yaml") if "experiment" in yaml.safe_load(path.read_text()))
+CITYSCAPES_TINY = ["--data.init_args.resolution=[64, 128]", "--data.init_args.batch_size=2",
+                   "--data.init_args.val_batch_size=2"]
 
 TINY = {
     "lightning_modules.FashionCAN": ["--data.init_args.resolution=32", "--data.init_args.batch_size=4",
@@ -29,30 +30,48 @@ TINY = {
                                             "--data.init_args.resolution=[64, 128]", "--data.init_args.crop_size=64",
                                             "--data.init_args.batch_size=2", "--data.init_args.val_batch_size=2",
                                             "--model.init_args.export_path=exported/segmenter.pt"],
+    "lightning_modules.MaskRCNNFinetune": ["--model.init_args.backbone=resnet18", "--model.init_args.min_size=64",
+                                           "--model.init_args.max_size=128", "--model.init_args.box_head_size=64",
+                                           "--model.init_args.mask_head_channels=16",
+                                           "--model.init_args.anchor_sizes=[4, 8, 16, 32, 64]",
+                                           "--data.init_args.resolution=[64, 128]", "--data.init_args.batch_size=2",
+                                           "--data.init_args.val_batch_size=2",
+                                           "--model.init_args.export_path=exported/detector.pt"],
+    "lightning_modules.SegForecastAR": [*CITYSCAPES_TINY, "--data.init_args.crop_size=32",
+                                        "--model.init_args.width_multiplier=0.125", "--model.init_args.init_weights=null",
+                                        "--model.init_args.log_sequences=1"],
+    "lightning_modules.F2FForecaster": [*CITYSCAPES_TINY, "--model.init_args.width_multiplier=0.03125",
+                                        "--model.init_args.init_weights=null",
+                                        "--model.init_args.initialise_levels_from=null",
+                                        "--model.init_args.max_detections=5"],
 }
 
 # Environment variables that point each family's configs at the tiny test datasets (fixture names as values).
 FAMILY_ENVIRONMENT = {
     "fashion": {"FASHION_CATALOGUE": "fashion_catalogue", "FASHION_CLASSIFIER": "classifier_weights"},
     "framegan": {"UCF101_ROOT": "ucf101_demo"},
+    "segforecast": {"CITYSCAPES_DATASET": "cityscapes_demo", "CITYSCAPES_SEGMENTER": "segmenter_weights"},
+    "f2f": {"CITYSCAPES_DATASET": "cityscapes_demo", "F2F_DETECTOR": "detector_weights"},
 }
+
+
+def _point_family_at_tiny_data(family: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    for variable, fixture in FAMILY_ENVIRONMENT[family].items():
+        monkeypatch.setenv(variable, str(request.getfixturevalue(fixture)))
 
 
 @pytest.fixture
 def suite_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest):
     """Chdir to a tmp dir and point the configs of the parametrized config's family at tiny data."""
-    family = request.node.callspec.params["config"].parent.name if hasattr(request.node, "callspec") else "fashion"
     monkeypatch.chdir(tmp_path)
-    for variable, fixture in FAMILY_ENVIRONMENT[family].items():
-        monkeypatch.setenv(variable, str(request.getfixturevalue(fixture)))
+    _point_family_at_tiny_data(request.node.callspec.params["config"].parent.name, monkeypatch, request)
     return tmp_path
 
 
 @pytest.fixture
 def fashion_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest):
     monkeypatch.chdir(tmp_path)
-    for variable, fixture in FAMILY_ENVIRONMENT["fashion"].items():
-        monkeypatch.setenv(variable, str(request.getfixturevalue(fixture)))
+    _point_family_at_tiny_data("fashion", monkeypatch, request)
     return tmp_path
 
 
@@ -63,6 +82,7 @@ def _model_class(config: Path) -> str:
 def test_every_experiment_has_tiny_overrides():
     assert EXPERIMENTS, "no experiment configs found"
     assert {_model_class(config) for config in EXPERIMENTS} <= TINY.keys()
+    assert {config.parent.name for config in EXPERIMENTS} <= FAMILY_ENVIRONMENT.keys()
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda path: f"{path.parent.name}/{path.stem}")

@@ -1,0 +1,260 @@
+"""F2FForecaster: future instance segmentation by forecasting Mask R-CNN FPN features (Luc et al., ECCV 2018).
+
+A frozen Mask R-CNN (:class:`MaskRCNNFinetune`, loaded from ``detector_weights``) turns each past frame into its
+FPN pyramid; one subnetwork per level (P5, P4, P3, and P2 at three scales) forecasts the next frame's features
+from the features of 4 past frames; P6 is derived from the forecast P5 as in the FPN; the forecast pyramid goes
+through the detector's frozen RPN, box and mask heads. Loss: mean squared error on the features, summed over
+levels and scales. Training modes as for S2S: ``autoregressive`` (every one-step window of the sequence) and
+``ar_finetune`` (all steps unrolled with backpropagation through time). The paper's schedule (P5 first, P4 and
+P3 initialised from P5, P2 last, then AR fine-tuning) is a sequence of runs selecting ``train_levels`` and
+``init_weights`` / ``initialise_levels_from`` (see ``configs/f2f/``).
+
+Features are extracted on the fly from the cached frames (bf16 autocast on GPUs), never stored for P2: at the
+paper's 1024x2048 a P2 map is 256 x 256 x 512 values, 64 MiB in fp16 per frame; 2,975 training sequences x 7
+frames would need 1.3 TB.
+
+Evaluation on the annotated target frame, as the paper: Cityscapes instance AP (0.5:0.95) and AP50 over the 8
+classes, and the semantic conversion (instances with score >= 0.5 painted in ascending score order) scored with
+MO-mIoU; beside the copy (detector on the last input frame), optical-flow warp of those masks and oracle
+(detector on the target frame) baselines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from baselines.optical_flow import batch_flow, extrapolate
+from datamodules.augment import to_unit_range
+from genforecast.visuals import image_grid, log_image
+from lightning_modules.guard import NonFinitePolicy, losses_are_finite
+from lightning_modules.mask_rcnn_finetune import load_exported_detector
+from metrics.cityscapes_labels import label_ids_to_train_ids
+from metrics.instance_ap import CityscapesInstanceAP
+from metrics.segmentation import SegmentationIoU
+from networks.detector import DetectorFeatures, detect, detect_from_features, fpn_features
+from networks.f2f import F2FNetwork, derive_p6
+
+PREDICTORS = ("model", "copy_last", "optical_flow", "oracle")
+FORECAST_LEVELS = ("p5", "p4", "p3", "p2")
+NON_MOVING_TRAIN_ID = 0  # pixels no instance covers are painted "road": any class outside the 8 moving ones
+
+
+def semantic_from_instances(predictions: list[dict[str, torch.Tensor]], size: tuple[int, int],
+                            score_threshold: float = 0.5) -> torch.Tensor:
+    """Train-id maps (B, H, W) painting instances with ``score >= score_threshold`` in ascending score order."""
+    maps = []
+    for prediction in predictions:
+        semantic = torch.full(size, NON_MOVING_TRAIN_ID, dtype=torch.long, device=prediction["scores"].device)
+        keep = prediction["scores"] >= score_threshold
+        order = prediction["scores"][keep].argsort()
+        masks, train_ids = prediction["masks"][keep][order], label_ids_to_train_ids(prediction["labels"][keep][order])
+        for mask, train_id in zip(masks, train_ids):
+            semantic[mask] = train_id
+        maps.append(semantic)
+    return torch.stack(maps)
+
+
+class F2FForecaster(L.LightningModule):
+    """Forecasts the FPN features of a frozen Mask R-CNN (see the module docstring).
+
+    Args:
+        detector_weights: file exported by :class:`MaskRCNNFinetune`.
+        expected_detector: description the detector must match (e.g. ``{"num_classes": 9}``): checked before
+            training, with an error naming the file.
+        train_levels: levels trained in this run (default: all of P5..P2); the others are not computed.
+        p2_scales: scales of the P2 subnetwork (3 in the paper).
+        width_multiplier: scales the subnetworks' hidden widths (1.0 = the paper's, about 65M parameters).
+        mode: ``"autoregressive"`` or ``"ar_finetune"``; horizon_steps: 1 short term, 3 mid term.
+        init_weights: checkpoint of this module to start from (a previous stage of the schedule).
+        initialise_levels_from: e.g. ``{"p4": "p5", "p3": "p5"}``: copy subnetworks after loading ``init_weights``.
+        lr, momentum, optimizer: the paper's SGD with Nesterov momentum 0.9, lr 0.01 (Adam 5e-5 for P2).
+        semantic_score_threshold: instances painted in the semantic conversion (0.5).
+        max_detections: detections kept per image by the detector's box head (Mask R-CNN's 100).
+    """
+
+    def __init__(
+        self,
+        detector_weights: str,
+        expected_detector: dict[str, Any] | None = None,
+        train_levels: Sequence[str] | None = None,
+        p2_scales: int = 3,
+        width_multiplier: float = 1.0,
+        mode: Literal["autoregressive", "ar_finetune"] = "autoregressive",
+        horizon_steps: int = 3,
+        num_input_frames: int = 4,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        init_weights: str | None = None,
+        initialise_levels_from: dict[str, str] | None = None,
+        semantic_score_threshold: float = 0.5,
+        max_detections: int = 100,
+        evaluate_baselines: bool = True,
+        log_sequences: int = 2,
+        nonfinite: NonFinitePolicy = "stop",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.detector = load_exported_detector(detector_weights, expected_detector)
+        self.detector.roi_heads.detections_per_img = max_detections
+        self.network = F2FNetwork(levels=FORECAST_LEVELS, p2_scales=p2_scales, width_multiplier=width_multiplier,
+                                  in_frames=num_input_frames)
+        self.train_levels = tuple(train_levels or FORECAST_LEVELS)
+        unknown = sorted(set(self.train_levels) - set(FORECAST_LEVELS))
+        if unknown:
+            raise ValueError(f"train_levels {unknown} are not forecast levels {FORECAST_LEVELS}")
+        if init_weights is not None:
+            state = torch.load(init_weights, map_location="cpu", weights_only=True)["state_dict"]
+            self.network.load_state_dict({key[len("network."):]: value for key, value in state.items()
+                                          if key.startswith("network.")})
+        for target, source in (initialise_levels_from or {}).items():
+            self.network.initialise_from(source, target)
+        self.skipped_steps = 0
+        predictors = PREDICTORS if evaluate_baselines else PREDICTORS[:1]
+        self.instance_ap = torch.nn.ModuleDict({name: CityscapesInstanceAP() for name in predictors})
+        self.semantic_iou = torch.nn.ModuleDict({name: SegmentationIoU() for name in predictors})
+
+    def train(self, mode: bool = True) -> F2FForecaster:
+        """Switch the forecaster's mode; the frozen detector always stays in eval mode."""
+        super().train(mode)
+        self.detector.eval()
+        return self
+
+    # ---- features -----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def features(self, frames: torch.Tensor) -> tuple[dict[str, torch.Tensor], DetectorFeatures]:
+        """Per level (B, T, 256, H_l, W_l) features of frames (B, T, 3, h, w), and the last frame's sizes."""
+        batch, steps = frames.shape[:2]
+        with torch.autocast(frames.device.type, dtype=torch.bfloat16, enabled=frames.device.type == "cuda"):
+            pyramid = fpn_features(self.detector, frames.flatten(0, 1))
+        per_level = {level: value.float().unflatten(0, (batch, steps)) for level, value in pyramid.features.items()}
+        return per_level, pyramid
+
+    # ---- training -----------------------------------------------------------------------------------------
+
+    def _level_loss(self, predictions: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        loss = torch.zeros((), device=target.device)
+        for scale, prediction in enumerate(predictions):
+            factor = 2 ** (len(predictions) - 1 - scale)
+            loss = loss + F.mse_loss(prediction, F.avg_pool2d(target, factor) if factor > 1 else target)
+        return loss
+
+    def training_losses(self, sequence: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """MSE per trained level, summed over steps and scales (see the module docstring for the modes)."""
+        hp = self.hparams
+        inputs = hp.num_input_frames
+        losses = {}
+        for level in self.train_levels:
+            features = sequence[level]
+            if hp.mode == "autoregressive":
+                windows = torch.cat([features[:, step:step + inputs] for step in range(hp.horizon_steps)])
+                targets = torch.cat([features[:, inputs + step] for step in range(hp.horizon_steps)])
+                losses[level] = self._level_loss(self.network({level: windows}, [level])[level], targets)
+                continue
+            window, loss = features[:, :inputs], torch.zeros((), device=features.device)
+            for step in range(hp.horizon_steps):
+                predictions = self.network({level: window}, [level])[level]
+                loss = loss + self._level_loss(predictions, features[:, inputs + step])
+                window = torch.cat([window[:, 1:], predictions[-1][:, None]], dim=1)
+            losses[level] = loss
+        return losses
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        sequence, _ = self.features(batch["frames"])
+        losses = self.training_losses(sequence)
+        loss = sum(losses.values())
+        if not losses_are_finite(self, {"loss": loss}, "forecaster", self.hparams.nonfinite):
+            self.skipped_steps += 1
+            return None
+        self.log_dict({f"train/mse_{level}": value.detach() for level, value in losses.items()})
+        self.log("train/loss", loss.detach(), prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        parameters = [p for level in self.train_levels for p in self.network.subnetworks[level].parameters()]
+        if hp.optimizer == "adam":
+            return torch.optim.Adam(parameters, lr=hp.lr)
+        return torch.optim.SGD(parameters, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
+
+    # ---- forecasting and evaluation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def forecast_features(self, sequence: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The target frame's pyramid p2..p6 forecast recursively from the input frames' features."""
+        inputs = self.hparams.num_input_frames
+        windows = {level: sequence[level][:, :inputs] for level in FORECAST_LEVELS}
+        for _ in range(self.hparams.horizon_steps):
+            predictions = self.network(windows)
+            newest = {level: scales[-1] for level, scales in predictions.items()}
+            windows = {level: torch.cat([window[:, 1:], newest[level][:, None]], dim=1)
+                       for level, window in windows.items()}
+        return newest | {"p6": derive_p6(newest["p5"])}
+
+    def _predictions(self, batch: dict[str, torch.Tensor]) -> dict[str, list[dict[str, torch.Tensor]]]:
+        hp = self.hparams
+        frames = batch["frames"]
+        sequence, pyramid = self.features(frames)
+        batch_size = frames.shape[0]
+        sizes = pyramid.image_sizes[:batch_size]
+        originals = pyramid.original_sizes[:batch_size]
+        forecast = detect_from_features(self.detector, self.forecast_features(sequence), sizes, originals)
+        predictions = {"model": forecast}
+        if "copy_last" in self.instance_ap:
+            last = frames[:, hp.num_input_frames - 1]
+            copied = detect(self.detector, last)
+            unit = to_unit_range(frames)
+            flow = batch_flow(unit[:, hp.num_input_frames - 2], unit[:, hp.num_input_frames - 1])
+            warped = []
+            for index, detection in enumerate(copied):
+                masks = detection["masks"][None].float()
+                if masks.shape[1]:
+                    masks = extrapolate(masks, flow[index:index + 1], steps=hp.horizon_steps,
+                                        interpolation="nearest")
+                warped.append(detection | {"masks": masks[0] > 0.5})
+            predictions |= {"copy_last": copied, "optical_flow": warped, "oracle": detect(self.detector, frames[:, -1])}
+        return predictions
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        size = tuple(batch["labels"].shape[-2:])
+        targets = list(batch["instances"])
+        predictions = self._predictions(batch)
+        for name, predicted in predictions.items():
+            self.instance_ap[name].update(predicted, targets)
+            semantic = semantic_from_instances(predicted, size, self.hparams.semantic_score_threshold)
+            self.semantic_iou[name].update(semantic, batch["labels"].long())
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_forecasts(batch, predictions["model"])
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {}
+        for name in self.instance_ap:
+            instance = self.instance_ap[name].compute()
+            semantic = self.semantic_iou[name].compute()
+            metrics |= {f"val/{name}/ap": instance["ap"], f"val/{name}/ap50": instance["ap50"],
+                        f"val/{name}/mo_miou": semantic["mo_miou"]}
+            self.instance_ap[name].reset()
+            self.semantic_iou[name].reset()
+        self.log_dict({key: torch.nan_to_num(torch.as_tensor(value, dtype=torch.float32)) for key, value in
+                       metrics.items()})
+
+    def _log_forecasts(self, batch: dict[str, torch.Tensor], predictions: list[dict[str, torch.Tensor]]) -> None:
+        count = min(self.hparams.log_sequences, len(predictions))
+        target = to_unit_range(batch["frames"][:count, -1])
+        overlays = target.clone()
+        palette = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]],
+                               device=target.device)
+        for index in range(count):
+            keep = predictions[index]["scores"] >= self.hparams.semantic_score_threshold
+            for number, mask in enumerate(predictions[index]["masks"][keep]):
+                colour = palette[number % len(palette)][:, None]
+                overlays[index][:, mask] = 0.5 * overlays[index][:, mask] + 0.5 * colour
+        log_image(self.trainer, "forecasts/target frame|forecast instances",
+                  image_grid(torch.stack([target, overlays], dim=1).flatten(0, 1), nrow=2),
+                  caption=f"step {self.global_step}")

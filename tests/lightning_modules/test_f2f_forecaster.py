@@ -1,0 +1,75 @@
+"""F2FForecaster: feature-space losses, recursive forecasting through the frozen heads, the paper's table rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from datamodules.cityscapes import CityscapesSequenceDataModule
+from lightning_modules.f2f_forecaster import F2FForecaster, semantic_from_instances
+from networks.f2f import derive_p6
+
+
+def _model(detector_weights: Path, **options) -> F2FForecaster:
+    torch.manual_seed(0)
+    return F2FForecaster(str(detector_weights), width_multiplier=1 / 32, **options)
+
+
+def _frames(count: int = 2, steps: int = 7) -> torch.Tensor:
+    return torch.randint(0, 256, (count, steps, 3, 64, 128), generator=torch.Generator().manual_seed(1),
+                         dtype=torch.uint8)
+
+
+def test_autoregressive_loss_is_feature_mse_over_windows_and_scales(detector_weights: Path):
+    model = _model(detector_weights, train_levels=["p5", "p2"])
+    sequence, _ = model.features(_frames())
+    losses = model.training_losses(sequence)
+    assert set(losses) == {"p5", "p2"}
+    for level in ("p5", "p2"):
+        windows = torch.cat([sequence[level][:, step:step + 4] for step in range(3)])
+        targets = torch.cat([sequence[level][:, 4 + step] for step in range(3)])
+        predictions = model.network({level: windows}, [level])[level]
+        expected = sum(((prediction - F.avg_pool2d(targets, 2 ** (len(predictions) - 1 - scale))
+                         if scale < len(predictions) - 1 else prediction - targets) ** 2).mean()
+                       for scale, prediction in enumerate(predictions))
+        torch.testing.assert_close(losses[level], expected)
+
+
+def test_forecast_features_are_recursive_and_derive_p6(detector_weights: Path):
+    model = _model(detector_weights)
+    sequence, _ = model.features(_frames())
+    forecast = model.forecast_features(sequence)
+    assert set(forecast) == {"p2", "p3", "p4", "p5", "p6"}
+    torch.testing.assert_close(forecast["p6"], derive_p6(forecast["p5"]))
+    assert forecast["p2"].shape == sequence["p2"][:, -1].shape
+
+
+def test_semantic_conversion_paints_in_ascending_score_order():
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    masks[0, :2], masks[1, 1:3] = True, True
+    prediction = {"masks": masks, "labels": torch.tensor([26, 24]), "scores": torch.tensor([0.9, 0.6])}
+    semantic = semantic_from_instances([prediction], (4, 4))[0]
+    # car (label 26, train id 13) scores higher: painted last, it wins the overlap row 1
+    assert semantic[1].tolist() == [13] * 4 and semantic[2].tolist() == [11] * 4 and semantic[3].tolist() == [0] * 4
+
+
+def test_mismatching_detector_is_refused_before_training(detector_weights: Path):
+    with pytest.raises(ValueError, match=str(detector_weights.name)):
+        F2FForecaster(str(detector_weights), expected_detector={"num_classes": 5})
+
+
+def test_fit_and_validate_report_forecast_and_baselines(detector_weights: Path, cityscapes_demo: Path, tmp_path):
+    datamodule = CityscapesSequenceDataModule(str(cityscapes_demo), horizon="mid", resolution=(64, 128), crop_size=None,
+                                              batch_size=2, val_batch_size=2, cache_dir=str(tmp_path / "cache"))
+    model = _model(detector_weights, mode="ar_finetune", max_detections=5)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=datamodule)
+    metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    for predictor in ("model", "copy_last", "optical_flow", "oracle"):
+        for name in ("ap", "ap50", "mo_miou"):
+            assert f"val/{predictor}/{name}" in metrics
