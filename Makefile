@@ -50,7 +50,10 @@ bench-framegan: install
 train-f2f: install
 	$(STUDY) f2f
 
-train-segforecast train-joint bench-segforecast bench-f2f bench-joint:
+train-segforecast: install
+	$(STUDY) segforecast
+
+train-joint bench-segforecast bench-f2f bench-joint:
 	@echo "$@: not built yet; see the open issues (FrameGAN #3, SegForecastAR #4, F2F #5, Joint #6)."
 
 clean:

@@ -16,7 +16,7 @@ from pathlib import Path
 from genforecast.cli import SuiteCLI
 
 STUDIES = {"fashion": "genforecast.studies.fashion", "framegan": "genforecast.studies.framegan",
-           "f2f": "genforecast.studies.f2f"}
+           "segforecast": "genforecast.studies.segforecast", "f2f": "genforecast.studies.f2f"}
 
 
 def fit_and_validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict[str, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from genforecast.demo_data.cli import ensure_demo_dataset
 from genforecast.study import fit_and_validate, markdown_table
 
-DEMO_VARIANTS = ["l1", "gdl_l1", "adv_gdl"]
+DEMO_VARIANTS = ["gdl_l1", "adv_gdl"]
 ALL_VARIANTS = ["single_scale_l2", "l2", "l1", "gdl_l1", "adv", "adv_gdl"]
 METRICS = [("psnr", "PSNR"), ("ssim", "SSIM"), ("sharpness", "sharp.")]
 
