@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from genforecast.cli import SuiteCLI
+from genforecast.demo_data.cli import ensure_demo_dataset
 
 STUDIES = {"fashion": "genforecast.studies.fashion", "framegan": "genforecast.studies.framegan",
            "segforecast": "genforecast.studies.segforecast", "f2f": "genforecast.studies.f2f"}
@@ -39,6 +42,28 @@ def validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) 
     """Run ``genforecast validate`` with these configs (pass ``--ckpt_path``); return its metrics."""
     cli = SuiteCLI("validate", [*(f"--config={path}" for path in config_files), *overrides])
     return {name: float(value) for name, value in cli.run_stage()[0].items()}
+
+
+@dataclass
+class StudySetup:
+    """What every study starts from: the config folder, the trainer/logger presets, demo or real data."""
+
+    configs: Path
+    presets: list[Path]
+    demo: bool
+    overrides: list[str]
+
+
+def study_setup(args: argparse.Namespace, dataset: str, data_variable: str) -> StudySetup:
+    """Presets from ``args``; the procedural demo set ``dataset`` (written if missing) unless ``data_variable``
+    names real data in the environment, in which case the configs' own data paths are used."""
+    configs = Path(args.configs)
+    presets = [configs / "trainer" / f"{args.trainer}.yaml", configs / "logger" / f"{args.logger}.yaml"]
+    demo = data_variable not in os.environ
+    overrides = list(args.override)
+    if demo:
+        overrides.append(f"--data.init_args.root={ensure_demo_dataset(dataset, args.demo_root)}")
+    return StudySetup(configs, presets, demo, overrides)
 
 
 def markdown_table(rows: list[dict[str, object]], columns: list[tuple[str, str]]) -> str:

@@ -39,7 +39,7 @@ from losses import (
 )
 from losses.adversarial import GeneratorLossForm
 from metrics.classifier_scores import ClassifierScores
-from metrics.fid import FeatureFID
+from metrics.fid import FeatureFID, inception_fid
 from metrics.image_stats import ImageStatistics
 from metrics.novelty import NearestTrainingDistance
 from networks.conditional import MaskAwareDiscriminator, ShapeConditionedGenerator
@@ -65,6 +65,7 @@ class FashionCAN(AdversarialModule):
         jitter_scale, jitter_translate: the paper's random scale and translation augmentation of real images.
         classifier_weights: file exported by :class:`ShapeTextureClassifier`; without it the classifier-based
             metrics are not computed (image statistics and sample grids still are).
+        inception_weights: local Inception-v3 FID weights file (torchmetrics' format); adds ``val/fid_inception``.
         sample_grid_size: number of fixed-noise samples in the logged grid.
         channels_last: keep both networks and their inputs in NHWC layout (faster convolutions on tensor cores).
     """
@@ -90,6 +91,7 @@ class FashionCAN(AdversarialModule):
         jitter_scale: float = 0.1,
         jitter_translate: float = 0.1,
         classifier_weights: str | None = None,
+        inception_weights: str | None = None,
         sample_grid_size: int = 64,
         channels_last: bool = False,
         n_critic: int = 1,
@@ -118,6 +120,7 @@ class FashionCAN(AdversarialModule):
             self.classifier = load_exported_classifier(classifier_weights, num_shapes, num_textures)
             self.classifier.requires_grad_(False)
         self.fid = FeatureFID(num_features=512, reset_real_features=True)
+        self.fid_inception = inception_fid(inception_weights) if inception_weights else None
         self.novelty = NearestTrainingDistance()
         self.shape_scores = ClassifierScores(num_shapes)
         self.texture_scores = ClassifierScores(num_textures)
@@ -213,6 +216,9 @@ class FashionCAN(AdversarialModule):
                                                                + self.global_rank)
         fake = self.generate(self.sample_latent(real.shape[0], rng), masks)
         self.image_stats.update(fake)
+        if self.fid_inception is not None:
+            self.fid_inception.update((real + 1) / 2, real=True)
+            self.fid_inception.update(((fake + 1) / 2).clamp(0, 1), real=False)
         if self.classifier is None:
             return
         real_features = self.classifier.features(real)
@@ -228,6 +234,9 @@ class FashionCAN(AdversarialModule):
     def on_validation_epoch_end(self) -> None:
         metrics = {f"val/{name}": value for name, value in self.image_stats.compute().items()}
         self.image_stats.reset()
+        if self.fid_inception is not None:
+            metrics["val/fid_inception"] = self.fid_inception.compute()
+            self.fid_inception.reset()
         if self.classifier is not None:
             metrics["val/fid_classifier"] = self.fid.compute()
             metrics["val/novelty"] = self.novelty.compute()

@@ -20,7 +20,7 @@ from cityscapesscripts.helpers.labels import id2label
 from torch import Tensor
 from torchvision.models.detection import MaskRCNN
 
-from datamodules.cache import atomic_write
+from genforecast.exported_weights import export_weights, read_exported_weights
 from genforecast.visuals import image_grid, log_image
 from metrics.cityscapes_labels import INSTANCE_ID_OFFSET
 from metrics.instance_ap import CityscapesInstanceAP
@@ -201,28 +201,14 @@ def overlay_instances(frame: Tensor, masks: Tensor, label_ids: Tensor) -> Tensor
 
 def export_detector(model: MaskRCNN, path: str | Path) -> Path:
     """Write the detector weights with a format marker and :func:`describe_detector` info, atomically."""
-    payload = {"format": EXPORT_FORMAT, "detector": describe_detector(model),
-               "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}}
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+    return export_weights(path, EXPORT_FORMAT, model, detector=describe_detector(model))
 
 
 def read_detector_export(path: str | Path) -> dict[str, Any]:
-    """The checked contents of an exported detector file: ``format``, ``detector`` (its description), ``state_dict``.
-
-    The file is memory-mapped, so reading the description of a large export is cheap.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"detector weights {path} not found: train them first with "
-            "`genforecast fit --config configs/f2f/detector.yaml` (which exports them to its export_path)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, ValueError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable genforecast detector file: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path} is not a genforecast Mask R-CNN detector file (format {EXPORT_FORMAT})")
-    return payload
+    """The checked contents of an exported detector file: ``format``, ``detector`` (its description), ``state_dict``."""
+    return read_exported_weights(path, EXPORT_FORMAT, "Mask R-CNN detector",
+                                 "train it first with `genforecast fit --config configs/f2f/detector.yaml` "
+                                 "(which exports it to its export_path)")
 
 
 def load_exported_detector(path: str | Path, expected: dict[str, Any] | None = None) -> MaskRCNN:

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torchvision.models import segmentation
 
 from datamodules.augment import to_unit_range
-from datamodules.cache import atomic_write
 from datamodules.cityscapes import IGNORE_INDEX, NUM_CLASSES, train_id_colors
+from genforecast.exported_weights import export_weights, read_exported_weights
 from genforecast.visuals import image_grid, log_image
 from metrics.segmentation import SegmentationIoU
 from networks.classifier import IMAGENET_MEAN, IMAGENET_STD
@@ -206,27 +206,15 @@ class SemanticSegmenter(L.LightningModule):
 
 def export_segmenter(network: SegmentationNetwork, path: str | Path) -> Path:
     """Write the segmenter weights with a format marker, its architecture and class count, atomically."""
-    payload = {"format": EXPORT_FORMAT, "architecture": network.architecture, "num_classes": network.num_classes,
-               "state_dict": {name: tensor.detach().cpu() for name, tensor in network.state_dict().items()}}
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+    return export_weights(path, EXPORT_FORMAT, network, architecture=network.architecture,
+                          num_classes=network.num_classes)
 
 
 def read_segmenter_export(path: str | Path) -> dict[str, Any]:
-    """The checked contents of an exported segmenter: ``format``, ``architecture``, ``num_classes``, ``state_dict``.
-
-    The file is memory-mapped, so reading the architecture of a large export is cheap.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"segmenter weights {path} not found: train them first with "
-            "`genforecast fit --config configs/segforecast/segmenter.yaml` (which exports them to its export_path)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, ValueError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable genforecast segmenter file: {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path} is not a genforecast semantic segmenter file (format {EXPORT_FORMAT})")
+    """The checked contents of an exported segmenter: ``format``, ``architecture``, ``num_classes``, ``state_dict``."""
+    payload = read_exported_weights(path, EXPORT_FORMAT, "semantic segmenter",
+                                    "train it first with `genforecast fit --config configs/segforecast/segmenter.yaml` "
+                                    "(which exports it to its export_path)")
     if payload.get("architecture") not in ARCHITECTURES:
         raise ValueError(f"{path} holds an unknown segmenter architecture {payload.get('architecture')!r}; "
                          f"supported: {sorted(ARCHITECTURES)}")

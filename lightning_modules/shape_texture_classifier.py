@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.augment import scale_translate_jitter, to_unit_range
-from datamodules.cache import atomic_write
+from genforecast.exported_weights import export_weights, read_exported_weights
 from networks.classifier import ShapeTextureResNet, load_backbone_weights
 
 EXPORT_FORMAT = "genforecast.shape_texture_classifier/1"
@@ -77,26 +77,16 @@ class ShapeTextureClassifier(L.LightningModule):
 
 def export_classifier(network: ShapeTextureResNet, path: str | Path) -> Path:
     """Write the classifier weights with their class counts, atomically."""
-    payload = {"format": EXPORT_FORMAT, "num_shapes": network.shape_head.out_features,
-               "num_textures": network.texture_head.out_features,
-               "state_dict": {name: tensor.detach().cpu() for name, tensor in network.state_dict().items()}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda handle: torch.save(payload, handle))
-    return path
+    return export_weights(path, EXPORT_FORMAT, network, num_shapes=network.shape_head.out_features,
+                          num_textures=network.texture_head.out_features)
 
 
 def load_exported_classifier(path: str | Path, num_shapes: int, num_textures: int) -> ShapeTextureResNet:
     """Load a file written by :func:`export_classifier`, checking its format and class counts; eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"classifier weights {path} not found: train them first with "
-            "`genforecast fit --config configs/fashion/classifier.yaml` (or `make train-fashion`), "
-            "or set model.init_args.classifier_weights to null to skip the classifier metrics")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path} is not a genforecast shape/texture classifier file (format {EXPORT_FORMAT})")
+    payload = read_exported_weights(path, EXPORT_FORMAT, "shape/texture classifier",
+                                    "train it first with `genforecast fit --config configs/fashion/classifier.yaml` "
+                                    "(or `make train-fashion`), or set model.init_args.classifier_weights to null "
+                                    "to skip the classifier metrics")
     if (payload["num_shapes"], payload["num_textures"]) != (num_shapes, num_textures):
         raise ValueError(f"{path} classifies {payload['num_shapes']} shapes and {payload['num_textures']} textures; "
                          f"this model needs {num_shapes} and {num_textures}")

@@ -13,8 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.demo_data.cli import ensure_demo_dataset
-from genforecast.study import fit_and_validate, markdown_table, validate
+from genforecast.study import fit_and_validate, markdown_table, study_setup, validate
 
 ROWS = {"model": "F2F (forecast features)", "copy_last": "copy last frame", "optical_flow": "optical-flow warp",
         "oracle": "oracle (detector on target)"}
@@ -26,13 +25,8 @@ def _columns() -> list[tuple[str, str]]:
 
 
 def run(args: argparse.Namespace) -> None:
-    configs = Path(args.configs)
-    presets = [configs / "trainer" / f"{args.trainer}.yaml", configs / "logger" / f"{args.logger}.yaml"]
-    demo = "CITYSCAPES_DATASET" not in os.environ
-    overrides = list(args.override)
-    if demo:
-        root = ensure_demo_dataset("cityscapes", args.demo_root)
-        overrides.append(f"--data.init_args.root={root}")
+    setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
+    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
     detector = Path(os.environ.get("F2F_DETECTOR", "outputs/f2f/detector/detector.pt"))
     if not detector.is_file():
         overlay = [configs / "f2f" / "demo" / "detector.yaml"] if demo else []

@@ -12,8 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.demo_data.cli import ensure_demo_dataset
-from genforecast.study import fit_and_validate, markdown_table
+from genforecast.study import fit_and_validate, markdown_table, study_setup
 
 COLUMNS = [("variant", "variant"), ("val/shape_entropy", "shape entropy"), ("val/texture_entropy", "texture entropy"),
            ("val/shape_score", "shape score"), ("val/texture_score", "texture score"),
@@ -22,13 +21,8 @@ COLUMNS = [("variant", "variant"), ("val/shape_entropy", "shape entropy"), ("val
 
 
 def run(args: argparse.Namespace) -> None:
-    configs = Path(args.configs)
-    presets = [configs / "trainer" / f"{args.trainer}.yaml", configs / "logger" / f"{args.logger}.yaml"]
-    demo = "FASHION_CATALOGUE" not in os.environ
-    overrides = list(args.override)
-    if demo:
-        root = ensure_demo_dataset("fashion", args.demo_root)
-        overrides.append(f"--data.init_args.root={root}")
+    setup = study_setup(args, "fashion", "FASHION_CATALOGUE")
+    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
     classifier_path = Path(os.environ.get("FASHION_CLASSIFIER", "outputs/fashion/classifier/classifier.pt"))
     if not classifier_path.is_file():
         overlay = [configs / "fashion" / "demo" / "classifier.yaml"] if demo else []

@@ -11,8 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.demo_data.cli import ensure_demo_dataset
-from genforecast.study import fit_and_validate, markdown_table
+from genforecast.study import fit_and_validate, markdown_table, study_setup
 
 DEMO_VARIANTS = ["gdl_l1", "adv_gdl"]
 ALL_VARIANTS = ["single_scale_l2", "l2", "l1", "gdl_l1", "adv", "adv_gdl"]
@@ -37,15 +36,9 @@ def _rows(variant: str, metrics: dict[str, float], with_baselines: bool) -> list
 
 
 def run(args: argparse.Namespace) -> None:
-    configs = Path(args.configs)
-    presets = [configs / "trainer" / f"{args.trainer}.yaml", configs / "logger" / f"{args.logger}.yaml"]
-    demo = "UCF101_ROOT" not in os.environ
-    overrides = list(args.override)
-    overlay = []
-    if demo:
-        root = ensure_demo_dataset("ucf101", args.demo_root)
-        overrides.append(f"--data.init_args.root={root}")
-        overlay = [configs / "framegan" / "demo" / "train.yaml"]
+    setup = study_setup(args, "ucf101", "UCF101_ROOT")
+    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
+    overlay = [configs / "framegan" / "demo" / "train.yaml"] if demo else []
     rows: list[dict[str, object]] = []
     for index, variant in enumerate(ALL_VARIANTS if args.all_variants else DEMO_VARIANTS):
         metrics = fit_and_validate([*presets, configs / "framegan" / f"{variant}.yaml", *overlay], overrides)

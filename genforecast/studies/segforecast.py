@@ -11,8 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.demo_data.cli import ensure_demo_dataset
-from genforecast.study import fit_and_validate, markdown_table
+from genforecast.study import fit_and_validate, markdown_table, study_setup
 
 ROWS = {"copy_last": "copy last segmentation", "optical_flow": "optical-flow warp"}
 COLUMNS = [("row", "method"), ("miou_gt", "mIoU (GT)"), ("mo_miou_gt", "MO-mIoU (GT)"),
@@ -26,13 +25,8 @@ def _row(name: str, predictor: str, metrics: dict[str, float]) -> dict[str, obje
 
 
 def run(args: argparse.Namespace) -> None:
-    configs = Path(args.configs)
-    presets = [configs / "trainer" / f"{args.trainer}.yaml", configs / "logger" / f"{args.logger}.yaml"]
-    demo = "CITYSCAPES_DATASET" not in os.environ
-    overrides = list(args.override)
-    if demo:
-        root = ensure_demo_dataset("cityscapes", args.demo_root)
-        overrides.append(f"--data.init_args.root={root}")
+    setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
+    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
     segmenter = Path(os.environ.get("CITYSCAPES_SEGMENTER", "outputs/segforecast/segmenter/segmenter.pt"))
     if not segmenter.is_file():
         overlay = [configs / "segforecast" / "demo" / "segmenter.yaml"] if demo else []

@@ -141,3 +141,8 @@ def test_validation_logs_paper_metrics_and_sample_grid(conditioning: str, fashio
         assert math.isfinite(metrics[f"val/{name}"]), name
     assert 0 <= metrics["val/shape_entropy"] <= math.log(7) + 1e-6
     assert list((tmp_path / "images").rglob("*.png"))
+
+
+def test_inception_fid_needs_a_local_weights_file(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="inception.pt"):
+        FashionCAN(resolution=32, base_channels=8, inception_weights=str(tmp_path / "inception.pt"))

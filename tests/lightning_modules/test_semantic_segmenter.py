@@ -76,7 +76,7 @@ def test_export_load_round_trip_and_mismatches(tmp_path: Path):
     with pytest.raises(ValueError, match="classifier.pt is not a genforecast semantic segmenter file"):
         load_exported_segmenter(tmp_path / "classifier.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="garbage.pt is not a readable genforecast segmenter file"):
+    with pytest.raises(ValueError, match="garbage.pt is not a readable genforecast semantic segmenter file"):
         load_exported_segmenter(tmp_path / "garbage.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt not found: train them first"):
         load_exported_segmenter(tmp_path / "missing.pt")

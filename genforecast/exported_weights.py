@@ -1,0 +1,44 @@
+"""Self-describing weight files that one stage of a pipeline exports and a later stage loads by path.
+
+The auxiliary networks (shape/texture classifier, semantic segmenter, Mask R-CNN detector) are trained by their
+own LightningModules and consumed, frozen, by the paper models. Each export is a ``torch.save`` dict with a
+``format`` marker, metadata describing the network, and its ``state_dict``, written atomically; reading checks
+the marker and names the file and the command that produces it when anything is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from datamodules.cache import atomic_write
+
+
+def export_weights(path: str | Path, format_marker: str, network: nn.Module, **metadata: Any) -> Path:
+    """Write ``network``'s weights (on the CPU) with ``format_marker`` and ``metadata``, atomically."""
+    payload = {"format": format_marker, **metadata,
+               "state_dict": {name: tensor.detach().cpu() for name, tensor in network.state_dict().items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+def read_exported_weights(path: str | Path, format_marker: str, what: str, produced_by: str) -> dict[str, Any]:
+    """The contents of a file written by :func:`export_weights` with ``format_marker``.
+
+    The file is memory-mapped, so reading the metadata of a large export is cheap. ``what`` names the network in
+    error messages and ``produced_by`` says how to produce the file when it is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights {path} not found: {produced_by}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, ValueError, EOFError, OSError) as error:
+        raise ValueError(f"{path} is not a readable genforecast {what} file: {error}") from error
+    if not isinstance(payload, dict) or payload.get("format") != format_marker:
+        raise ValueError(f"{path} is not a genforecast {what} file (format {format_marker})")
+    return payload
