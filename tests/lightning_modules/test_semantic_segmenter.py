@@ -78,7 +78,7 @@ def test_export_load_round_trip_and_mismatches(tmp_path: Path):
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="garbage.pt is not a readable genforecast semantic segmenter file"):
         load_exported_segmenter(tmp_path / "garbage.pt")
-    with pytest.raises(FileNotFoundError, match="missing.pt not found: train them first"):
+    with pytest.raises(FileNotFoundError, match="missing.pt not found: train it first"):
         load_exported_segmenter(tmp_path / "missing.pt")
 
 
