@@ -37,7 +37,7 @@ from metrics.cityscapes_labels import label_ids_to_train_ids
 from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
 from networks.detector import DetectorFeatures, detect, detect_from_features, fpn_features
-from networks.f2f import F2FNetwork, derive_p6
+from networks.f2f import F2FNetwork, F2FSubnetwork, derive_p6
 
 PREDICTORS = ("model", "copy_last", "optical_flow", "oracle")
 FORECAST_LEVELS = ("p5", "p4", "p3", "p2")
@@ -73,6 +73,9 @@ class F2FForecaster(L.LightningModule):
         init_weights: checkpoint of this module to start from (a previous stage of the schedule).
         initialise_levels_from: e.g. ``{"p4": "p5", "p3": "p5"}``: copy subnetworks after loading ``init_weights``.
         lr, momentum, optimizer: the paper's SGD with Nesterov momentum 0.9, lr 0.01 (Adam 5e-5 for P2).
+        residual: add the last input frame's features to every forecast, with each subnetwork's output layer
+            zero-initialised so that training starts from copy-last. Not in the paper (default off); the CPU demo
+            uses it because its few hundred steps are far too few to learn the features from scratch.
         semantic_score_threshold: instances painted in the semantic conversion (0.5).
         max_detections: detections kept per image by the detector's box head (Mask R-CNN's 100).
     """
@@ -92,6 +95,7 @@ class F2FForecaster(L.LightningModule):
         momentum: float = 0.9,
         init_weights: str | None = None,
         initialise_levels_from: dict[str, str] | None = None,
+        residual: bool = False,
         semantic_score_threshold: float = 0.5,
         max_detections: int = 100,
         evaluate_baselines: bool = True,
@@ -104,6 +108,12 @@ class F2FForecaster(L.LightningModule):
         self.detector.roi_heads.detections_per_img = max_detections
         self.network = F2FNetwork(levels=FORECAST_LEVELS, p2_scales=p2_scales, width_multiplier=width_multiplier,
                                   in_frames=num_input_frames)
+        if residual:
+            for module in self.network.modules():
+                if isinstance(module, F2FSubnetwork):
+                    output_layer = [layer for layer in module.modules() if isinstance(layer, torch.nn.Conv2d)][-1]
+                    torch.nn.init.zeros_(output_layer.weight)
+                    torch.nn.init.zeros_(output_layer.bias)
         self.train_levels = tuple(train_levels or FORECAST_LEVELS)
         unknown = sorted(set(self.train_levels) - set(FORECAST_LEVELS))
         if unknown:
@@ -138,6 +148,16 @@ class F2FForecaster(L.LightningModule):
 
     # ---- training -----------------------------------------------------------------------------------------
 
+    def forecast_level(self, level: str, window: torch.Tensor) -> list[torch.Tensor]:
+        """Per-scale forecasts (coarse to fine) of one level from a window (B, T, 256, H_l, W_l)."""
+        predictions = self.network({level: window}, [level])[level]
+        if not self.hparams.residual:
+            return predictions
+        last = window[:, -1]
+        finest = len(predictions) - 1
+        return [prediction + (F.avg_pool2d(last, 2 ** (finest - scale)) if scale < finest else last)
+                for scale, prediction in enumerate(predictions)]
+
     def _level_loss(self, predictions: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         loss = torch.zeros((), device=target.device)
         for scale, prediction in enumerate(predictions):
@@ -155,11 +175,11 @@ class F2FForecaster(L.LightningModule):
             if hp.mode == "autoregressive":
                 windows = torch.cat([features[:, step:step + inputs] for step in range(hp.horizon_steps)])
                 targets = torch.cat([features[:, inputs + step] for step in range(hp.horizon_steps)])
-                losses[level] = self._level_loss(self.network({level: windows}, [level])[level], targets)
+                losses[level] = self._level_loss(self.forecast_level(level, windows), targets)
                 continue
             window, loss = features[:, :inputs], torch.zeros((), device=features.device)
             for step in range(hp.horizon_steps):
-                predictions = self.network({level: window}, [level])[level]
+                predictions = self.forecast_level(level, window)
                 loss = loss + self._level_loss(predictions, features[:, inputs + step])
                 window = torch.cat([window[:, 1:], predictions[-1][:, None]], dim=1)
             losses[level] = loss
@@ -191,8 +211,7 @@ class F2FForecaster(L.LightningModule):
         inputs = self.hparams.num_input_frames
         windows = {level: sequence[level][:, :inputs] for level in FORECAST_LEVELS}
         for _ in range(self.hparams.horizon_steps):
-            predictions = self.network(windows)
-            newest = {level: scales[-1] for level, scales in predictions.items()}
+            newest = {level: self.forecast_level(level, window)[-1] for level, window in windows.items()}
             windows = {level: torch.cat([window[:, 1:], newest[level][:, None]], dim=1)
                        for level, window in windows.items()}
         return newest | {"p6": derive_p6(newest["p5"])}

@@ -73,3 +73,13 @@ def test_fit_and_validate_report_forecast_and_baselines(detector_weights: Path, 
     for predictor in ("model", "copy_last", "optical_flow", "oracle"):
         for name in ("ap", "ap50", "mo_miou"):
             assert f"val/{predictor}/{name}" in metrics
+
+
+def test_residual_forecaster_starts_from_copy_last(detector_weights: Path):
+    model = _model(detector_weights, residual=True)
+    sequence, _ = model.features(_frames(steps=5))
+    for level in ("p5", "p2"):
+        window = sequence[level][:, :4]
+        predictions = model.forecast_level(level, window)
+        torch.testing.assert_close(predictions[-1], window[:, -1])
+        torch.testing.assert_close(predictions[0], F.avg_pool2d(window[:, -1], 2 ** (len(predictions) - 1)))
