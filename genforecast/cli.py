@@ -70,6 +70,8 @@ class SuiteCLI(LightningCLI):
     """LightningCLI with the suite's experiment naming, checkpointing and logging defaults."""
 
     def __init__(self, stage: str, args: Sequence[str], **kwargs: Any) -> None:
+        for known in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=known)
         self.stage = stage
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+", "prog": f"genforecast {stage}"})
         kwargs.setdefault("save_config_callback", LoggedConfigCallback)
@@ -141,8 +143,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in STAGES:
         print(f"genforecast: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    for known in QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=known)
     try:
         SuiteCLI(command, rest).run_stage()
     except DivergenceError as error:
