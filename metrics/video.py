@@ -270,12 +270,8 @@ class _FrameAveragedMetric(Metric):
         return self.value_sum / self.frame_count
 
 
-class FramePSNR(_FrameAveragedMetric):
-    """Mean per-frame PSNR (dB), :func:`frame_psnr`: ``10 log10(1 / MSE)`` on frames mapped to [0, 1].
-
-    ``channels`` is ``"rgb"`` (MSE over the three channels) or ``"y"`` (BT.601 luma). See
-    :class:`_FrameAveragedMetric` for masks, the skip rule and the states.
-    """
+class _ChannelledFrameMetric(_FrameAveragedMetric):
+    """A frame metric computed on the RGB channels (``channels="rgb"``) or on the BT.601 luma (``"y"``)."""
 
     def __init__(
         self,
@@ -287,11 +283,19 @@ class FramePSNR(_FrameAveragedMetric):
         super().__init__(masking=masking, skip_psnr_above=skip_psnr_above, **kwargs)
         self.channels = channels
 
+
+class FramePSNR(_ChannelledFrameMetric):
+    """Mean per-frame PSNR (dB), :func:`frame_psnr`: ``10 log10(1 / MSE)`` on frames mapped to [0, 1].
+
+    ``channels`` is ``"rgb"`` (MSE over the three channels) or ``"y"`` (BT.601 luma). See
+    :class:`_FrameAveragedMetric` for masks, the skip rule and the states.
+    """
+
     def _frame_values(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         return frame_psnr(pred, target, mask, self.channels)
 
 
-class FrameSSIM(_FrameAveragedMetric):
+class FrameSSIM(_ChannelledFrameMetric):
     """Mean per-frame SSIM, :func:`frame_ssim`: Gaussian 11 x 11 window, sigma 1.5, K1 = 0.01, K2 = 0.03, peak 1.
 
     Valid windows only (the map of an H x W frame is (H - 10) x (W - 10)), matching the mean of scikit-image's
@@ -299,16 +303,6 @@ class FrameSSIM(_FrameAveragedMetric):
     ``channels="rgb"`` averages the three channels' maps, ``"y"`` uses the BT.601 luma. See
     :class:`_FrameAveragedMetric` for masks, the skip rule and the states.
     """
-
-    def __init__(
-        self,
-        masking: MaskingConvention = "restrict",
-        skip_psnr_above: float | None = None,
-        channels: ChannelMode = "rgb",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(masking=masking, skip_psnr_above=skip_psnr_above, **kwargs)
-        self.channels = channels
 
     def _frame_values(self, pred: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
         return frame_ssim(pred, target, mask, self.channels)
