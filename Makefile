@@ -53,8 +53,17 @@ train-f2f: install
 train-segforecast: install
 	$(STUDY) segforecast
 
-train-joint bench-segforecast bench-f2f bench-joint:
-	@echo "$@: not built yet; see the open issues (FrameGAN #3, SegForecastAR #4, F2F #5, Joint #6)."
+bench-segforecast: install
+	$(GENFORECAST) bench segforecast
+
+bench-f2f: install
+	$(GENFORECAST) bench f2f
+
+train-joint: install
+	$(STUDY) joint
+
+bench-joint: install
+	$(GENFORECAST) bench joint
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .ruff_cache

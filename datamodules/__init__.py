@@ -1,12 +1,14 @@
 """DataModules that read the real datasets' on-disk layouts (and the procedural demo sets written in them)."""
 
 from datamodules.cityscapes import CityscapesSequenceDataModule
+from datamodules.distance_maps import DistanceMapDataModule
 from datamodules.fashion import FashionCatalogueDataModule
 from datamodules.segmentation_scores import SegmentationScoreDataModule
 from datamodules.ucf101 import UCF101DataModule, VideoFolderDataModule
 
 __all__ = [
     "CityscapesSequenceDataModule",
+    "DistanceMapDataModule",
     "FashionCatalogueDataModule",
     "SegmentationScoreDataModule",
     "UCF101DataModule",

@@ -338,6 +338,24 @@ def build_sequence_cache(samples: Sequence[SequenceSample], frame_indices: Seque
              cache_path)
 
 
+def gather_windows(array: np.ndarray, indices: np.ndarray, windows: Sequence[tuple[int, int]],
+                   size: tuple[int, int], frame_positions: np.ndarray | None = None) -> np.ndarray:
+    """Stack ``array[index, frame_positions, ..., top:top + h, left:left + w]`` over the samples of a batch.
+
+    ``array`` is a cached (N, F, ..., H, W) per-frame array, or (N, H, W) per-sample with ``frame_positions=None``;
+    ``windows`` holds each sample's ``(top, left)`` crop corner and ``size`` the crop's ``(h, w)``.
+    """
+    height, width = size
+    parts = []
+    for index, (top, left) in zip(indices, windows):
+        rows, columns = slice(top, top + height), slice(left, left + width)
+        if frame_positions is not None:
+            parts.append(array[index, frame_positions, ..., rows, columns])
+        else:
+            parts.append(array[index, rows, columns])
+    return np.stack(parts)
+
+
 class CachedSequences(Dataset):
     """Batches gathered from a sequence cache, a whole index batch at a time as :class:`ResumableDataLoader` expects.
 
@@ -400,14 +418,8 @@ class CachedSequences(Dataset):
         windows = self.crop_windows(indices)
 
         def gather(name: str, per_frame: bool) -> np.ndarray:
-            parts = []
-            for index, (top, left) in zip(indices, windows):
-                rows, columns = slice(top, top + crop_height), slice(left, left + crop_width)
-                if per_frame:
-                    parts.append(arrays[name][index, self.frame_positions, ..., rows, columns])
-                else:
-                    parts.append(arrays[name][index, rows, columns])
-            return np.stack(parts)
+            return gather_windows(arrays[name], indices, windows, (crop_height, crop_width),
+                                  self.frame_positions if per_frame else None)
 
         batch = {"frames": torch.from_numpy(gather("frames", True)), "labels": torch.from_numpy(gather("labels", False))}
         if self.with_instances:

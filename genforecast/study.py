@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -19,7 +21,14 @@ from genforecast.cli import SuiteCLI
 from genforecast.demo_data.cli import ensure_demo_dataset
 
 STUDIES = {"fashion": "genforecast.studies.fashion", "framegan": "genforecast.studies.framegan",
-           "segforecast": "genforecast.studies.segforecast", "f2f": "genforecast.studies.f2f"}
+           "segforecast": "genforecast.studies.segforecast", "f2f": "genforecast.studies.f2f",
+           "joint": "genforecast.studies.joint"}
+
+FORECAST_COLUMNS = [("row", "method")] + [
+    (f"{horizon}/{metric}", f"{horizon} {label}") for horizon in ("short", "mid")
+    for metric, label in (("ap50", "AP50"), ("ap", "AP"), ("mo_miou", "MO-mIoU"))] + [
+    ("train_minutes", "training (min)"), ("parameters_m", "params (M)")]
+"""The columns of the future instance segmentation table shared by the F2F and joint studies (the talk's table)."""
 
 
 def fit_and_validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict[str, float]:
@@ -75,6 +84,37 @@ def markdown_table(rows: list[dict[str, object]], columns: list[tuple[str, str]]
              "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(cell(row.get(key, "")) for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def forecast_rows(names: dict[str, str], short: dict[str, float], mid: dict[str, float],
+                  trained: str) -> list[dict[str, object]]:
+    """Rows of :data:`FORECAST_COLUMNS` for each predictor of ``names`` from its ``val/<predictor>/<metric>`` scores
+    (in %); the ``trained`` predictor's row also gets the mid-term run's training minutes and parameters."""
+    rows = []
+    for predictor, name in names.items():
+        row: dict[str, object] = {"row": name}
+        for horizon, metrics in (("short", short), ("mid", mid)):
+            for metric in ("ap50", "ap", "mo_miou"):
+                row[f"{horizon}/{metric}"] = 100 * metrics.get(f"val/{predictor}/{metric}", math.nan)
+        if predictor == trained:
+            row["train_minutes"] = mid["train_seconds"] / 60
+            row["parameters_m"] = mid["parameters"] / 1e6
+        rows.append(row)
+    return rows
+
+
+def write_rows(family: str, rows: list[dict[str, object]]) -> Path:
+    """Save a study's table rows as ``outputs/<family>/results.json`` (for other studies' combined tables)."""
+    path = Path("outputs") / family / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1))
+    return path
+
+
+def read_rows(family: str) -> list[dict[str, object]]:
+    """The rows another study saved with :func:`write_rows`, or none when it has not run."""
+    path = Path("outputs") / family / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

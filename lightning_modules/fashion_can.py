@@ -27,7 +27,7 @@ from torch import nn
 
 from datamodules.augment import scale_translate_jitter, to_unit_range
 from genforecast.visuals import image_grid, log_image
-from lightning_modules.adversarial import AdversarialModule, LossTerms
+from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
 from lightning_modules.shape_texture_classifier import load_exported_classifier
 from losses import (
@@ -68,6 +68,8 @@ class FashionCAN(AdversarialModule):
         inception_weights: local Inception-v3 FID weights file (torchmetrics' format); adds ``val/fid_inception``.
         sample_grid_size: number of fixed-noise samples in the logged grid.
         channels_last: keep both networks and their inputs in NHWC layout (faster convolutions on tensor cores).
+        compile_mode: ``torch.compile`` mode of the training forwards (see :mod:`lightning_modules.adversarial`);
+            ``None`` trains eagerly.
     """
 
     def __init__(
@@ -98,8 +100,10 @@ class FashionCAN(AdversarialModule):
         gradient_clip_val: float | None = None,
         nonfinite: NonFinitePolicy = "stop",
         seed: int = 0,
+        compile_mode: CompileMode | None = None,
     ) -> None:
-        super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed)
+        super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed,
+                         compile_mode=compile_mode)
         self.save_hyperparameters()
         self.conditional = conditioning == "shape_mask"
         if self.conditional:

@@ -25,7 +25,7 @@ from baselines.copy_last import copy_last_forecast
 from baselines.optical_flow import flow_forecast
 from datamodules.augment import to_unit_range
 from genforecast.visuals import image_grid, log_image, log_video
-from lightning_modules.adversarial import AdversarialModule, LossTerms
+from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, gradient_difference_loss, lp_loss
 from metrics.video import FramePSNR, FrameSSIM, SharpnessDifference, moving_area_mask
@@ -68,6 +68,8 @@ class FrameGAN(AdversarialModule):
         evaluate_baselines: also score copy-last and optical-flow extrapolation on the validation clips.
         log_clips: number of fixed validation clips logged as input / prediction / target strips.
         channels_last: keep both networks and their inputs in NHWC layout (faster convolutions on tensor cores).
+        compile_mode: ``torch.compile`` mode of the training forwards, e.g. ``"reduce-overhead"`` (CUDA graphs) for
+            the launch-bound paper setting; see :mod:`lightning_modules.adversarial`. ``None`` trains eagerly.
     """
 
     def __init__(
@@ -95,8 +97,10 @@ class FrameGAN(AdversarialModule):
         gradient_clip_val: float | None = None,
         nonfinite: NonFinitePolicy = "stop",
         seed: int = 0,
+        compile_mode: CompileMode | None = None,
     ) -> None:
-        super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed)
+        super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed,
+                         compile_mode=compile_mode)
         self.save_hyperparameters()
         self.generator = MultiscaleFrameGenerator(
             num_input_frames=num_input_frames, num_scales=num_scales,
@@ -132,7 +136,7 @@ class FrameGAN(AdversarialModule):
     def discriminator_losses(self, batch: dict[str, torch.Tensor], rng: torch.Generator) -> LossTerms:
         inputs, target = self._split(batch)
         with torch.no_grad():
-            predictions = self.generator(inputs)
+            predictions = self.frozen_network("generator")(inputs)
         inputs_pyramid = pyramid(inputs, self.hparams.num_scales)
         discriminator = self.network("discriminator")
         real_logits = discriminator(inputs_pyramid, pyramid(target, self.hparams.num_scales))
@@ -154,7 +158,7 @@ class FrameGAN(AdversarialModule):
             terms["gdl"] = gdl
             loss = loss + hp.lambda_gdl * gdl
         if self.discriminator is not None:
-            logits = self.discriminator(pyramid(inputs, hp.num_scales), predictions)
+            logits = self.frozen_network("discriminator")(pyramid(inputs, hp.num_scales), predictions)
             adversarial = sum(generator_non_saturating_loss(scale_logits) for scale_logits in logits)
             terms["adv"] = adversarial
             loss = loss + hp.lambda_adv * adversarial

@@ -29,13 +29,18 @@ from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import train_id_colors
 from genforecast.visuals import image_grid, log_image
-from lightning_modules.adversarial import AdversarialModule, LossTerms
+from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
 from lightning_modules.semantic_segmenter import load_exported_segmenter
-from losses import discriminator_real_fake_loss, generator_non_saturating_loss, gradient_difference_loss, lp_loss
+from losses import discriminator_real_fake_loss, generator_non_saturating_loss, multiscale_reconstruction_loss
 from metrics.segmentation import SegmentationIoU
 from networks.multiscale_video import MultiscaleFrameDiscriminator, pyramid
-from networks.segmentation_forecast import FORECAST_MODALITIES, make_segmentation_forecaster
+from networks.segmentation_forecast import (
+    FORECAST_MODALITIES,
+    ResidualForecaster,
+    make_segmentation_forecaster,
+    unroll,
+)
 
 Modality = Literal["S2S", "X2X", "XS2XS"]
 Mode = Literal["batch", "autoregressive", "ar_finetune"]
@@ -54,12 +59,19 @@ class SegForecastAR(AdversarialModule):
         num_input_frames: past frames (4).
         width_multiplier: scales the network's widths (1.0 = the paper's).
         lambda_l1, lambda_gdl, lambda_adv: loss weights; ``lambda_adv > 0`` adds the discriminator (RGB variants).
+        reconstruction_p: exponent of the reconstruction term (1: the paper's l1; the ``L_p`` weight is
+            ``lambda_l1``). See :mod:`lightning_modules.joint_forecaster` for why the CPU demo uses 2.
+        residual: forecast the change from the last input frame, starting from copy-last
+            (:class:`~networks.segmentation_forecast.ResidualForecaster`; not in the paper, used by the CPU demo;
+            one-step modes of S2S and XS2XS only).
         lr: SGD learning rate (the paper's 0.01); ``optimizer`` ``"sgd"`` or ``"adam"``.
         init_weights: a checkpoint of this module to start from (AR fine-tuning starts from an AR model).
         segmenter_weights: exported :class:`SemanticSegmenter` file; needed to segment RGB predictions (X2X).
         score_scale: scores are divided by this before entering the network and multiplied back after, so that
             RGB in [-1, 1] and scores have comparable magnitudes in XS2XS.
         evaluate_baselines: also score copy-last and flow warping on the validation sequences.
+        channels_last: keep the forecaster and the discriminator in NHWC layout (faster convolutions on tensor
+            cores).
     """
 
     def __init__(
@@ -73,6 +85,8 @@ class SegForecastAR(AdversarialModule):
         lambda_l1: float = 1.0,
         lambda_gdl: float = 1.0,
         lambda_adv: float = 0.0,
+        reconstruction_p: float = 1.0,
+        residual: bool = False,
         optimizer: Literal["sgd", "adam"] = "sgd",
         lr: float = 0.01,
         discriminator_lr: float = 0.01,
@@ -82,20 +96,30 @@ class SegForecastAR(AdversarialModule):
         score_scale: float = 10.0,
         evaluate_baselines: bool = True,
         log_sequences: int = 4,
+        channels_last: bool = False,
         gradient_clip_val: float | None = None,
         nonfinite: NonFinitePolicy = "stop",
         seed: int = 0,
+        compile_mode: CompileMode | None = None,
     ) -> None:
-        super().__init__(gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed)
+        super().__init__(gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed, compile_mode=compile_mode)
         self.save_hyperparameters()
         in_channels, out_channels = FORECAST_MODALITIES[modality]
         steps_per_call = horizon_steps if mode == "batch" else 1
         self.generator = make_segmentation_forecaster(architecture, in_channels, out_channels * steps_per_call,
                                                       num_input_frames, width_multiplier)
+        if residual:
+            if mode == "batch":
+                raise ValueError("residual forecasts need a one-step mode (autoregressive or ar_finetune)")
+            self.generator = ResidualForecaster(self.generator)
         self.discriminator = None
         if lambda_adv > 0:
             self.discriminator = MultiscaleFrameDiscriminator(num_input_frames=num_input_frames, channels=in_channels,
                                                               patch_size=crop_size, num_scales=2)
+        if channels_last:
+            for network in (self.generator, self.discriminator):
+                if network is not None:
+                    network.to(memory_format=torch.channels_last)
         self.segmenter = load_exported_segmenter(segmenter_weights) if segmenter_weights else None
         if self.segmenter is not None:
             self.segmenter.requires_grad_(False)
@@ -149,13 +173,7 @@ class SegForecastAR(AdversarialModule):
             scales = network(window)
             channels = scales[-1].shape[1] // steps
             return [[scale[:, step * channels:(step + 1) * channels] for scale in scales] for step in range(steps)]
-        outputs = []
-        for _ in range(steps):
-            scales = network(window)
-            outputs.append(scales)
-            newest = scales[-1].detach() if detach else scales[-1]
-            window = torch.cat([window[:, 1:], newest[:, None]], dim=1)
-        return outputs
+        return unroll(network, window, steps, detach)
 
     @torch.no_grad()
     def forecast(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -166,10 +184,7 @@ class SegForecastAR(AdversarialModule):
 
     def _reconstruction(self, predictions: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
-        targets = pyramid(target, len(predictions))
-        return sum(hp.lambda_l1 * lp_loss(prediction, scaled, 1)
-                   + hp.lambda_gdl * gradient_difference_loss(prediction, scaled)
-                   for prediction, scaled in zip(predictions, targets))
+        return multiscale_reconstruction_loss(predictions, target, hp.lambda_l1, hp.lambda_gdl, hp.reconstruction_p)
 
     def _training_pairs(self, sequence: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]],
                                                                 list[torch.Tensor]]:

@@ -8,7 +8,7 @@ from losses.adversarial import (
 )
 from losses.classification import auxiliary_classification_loss
 from losses.creativity import can_loss, holistic_can_loss
-from losses.video import gradient_difference_loss, lp_loss
+from losses.video import gradient_difference_loss, lp_loss, multiscale_reconstruction_loss
 
 __all__ = [
     "auxiliary_classification_loss",
@@ -20,4 +20,5 @@ __all__ = [
     "gradient_difference_loss",
     "holistic_can_loss",
     "lp_loss",
+    "multiscale_reconstruction_loss",
 ]

@@ -65,3 +65,21 @@ def gradient_difference_loss(
     if reduction == "sum":
         return vertical.sum() + horizontal.sum()
     raise ValueError(f"unknown reduction {reduction!r}; expected 'mean' or 'sum'")
+
+
+def multiscale_reconstruction_loss(predictions: list[torch.Tensor], target: torch.Tensor, lambda_lp: float = 1.0,
+                                   lambda_gdl: float = 1.0, p: float = 1.0) -> torch.Tensor:
+    """``sum_k lambda_lp L_p(P_k, Y_k) + lambda_gdl L_gdl(P_k, Y_k)`` over the scales of a multiscale prediction.
+
+    ``predictions`` run coarse to fine, each scale halving the next one's size; ``Y_k`` is the target average-pooled
+    to scale k (2x2 pooling per scale below the finest), as the multiscale networks' pyramid pools their inputs.
+    With ``p = 1`` and weights 1 it is the S2S loss of Luc et al. (2017), l1 + GDL at every scale.
+    """
+    finest = len(predictions) - 1
+    total = target.new_zeros(())
+    for scale, prediction in enumerate(predictions):
+        factor = 2 ** (finest - scale)
+        scaled = torch.nn.functional.avg_pool2d(target, factor) if factor > 1 else target
+        total = total + lambda_lp * lp_loss(prediction, scaled, p) + lambda_gdl * gradient_difference_loss(prediction,
+                                                                                                            scaled)
+    return total

@@ -148,6 +148,10 @@ class MultiscaleSegmentationForecaster(nn.Module):
         """The full-resolution prediction (B, out_channels, H, W) only; same inputs as :meth:`forward`."""
         return self(inputs)[-1]
 
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The linear output convolution of each scale."""
+        return [self.coarse.to_frame, self.fine.to_frame]
+
 
 class DilatedSegmentationForecaster(nn.Module):
     """Single-scale forecaster of dilated 3x3 convolutions, our reading of the paper's S2S-dil model.
@@ -205,6 +209,10 @@ class DilatedSegmentationForecaster(nn.Module):
         """The prediction (B, out_channels, H, W); same inputs as :meth:`forward`."""
         return self(inputs)[-1]
 
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The linear output convolution."""
+        return [self.to_frame]
+
 
 def make_segmentation_forecaster(
     architecture: Architecture,
@@ -227,3 +235,58 @@ def make_segmentation_forecaster(
         num_input_frames=num_input_frames,
         width_multiplier=width_multiplier,
     )
+
+
+class ResidualForecaster(nn.Module):
+    """A forecaster that predicts the change from the last input frame: ``Y_k = pool_k(X_last) + D_k(X)``.
+
+    ``D_k`` are the wrapped network's outputs (coarse to fine), read as changes; its output convolutions start at
+    zero, so training starts from copy-last exactly (the multiscale network's fine scale adds the upsampled coarse
+    change, so every scale stays a copy). Not in the papers: the CPU demos train for a few hundred steps on a
+    handful of snippets, too little to learn the identity of a 76-channel input from scratch, and a model that
+    cannot first match copy-last cannot beat it.
+    """
+
+    def __init__(self, network: MultiscaleSegmentationForecaster | DilatedSegmentationForecaster) -> None:
+        super().__init__()
+        if network.in_channels_per_frame != network.out_channels:
+            raise ValueError(f"a residual forecaster needs as many output as input channels per frame, got "
+                             f"{network.out_channels} and {network.in_channels_per_frame}")
+        self.network = network
+        self.num_input_frames = network.num_input_frames
+        self.in_channels_per_frame = network.in_channels_per_frame
+        self.out_channels = network.out_channels
+        for layer in network.output_layers():
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, inputs: Tensor) -> list[Tensor]:
+        """Per-scale predictions (coarse to fine), as the wrapped network's; same inputs."""
+        stacked_inputs = stack_frames(inputs, self.num_input_frames, self.in_channels_per_frame)
+        last = stacked_inputs[:, -self.in_channels_per_frame:]
+        changes = self.network(stacked_inputs)
+        return [change + pooled for change, pooled in zip(changes, pyramid(last, len(changes)))]
+
+    def predict(self, inputs: Tensor) -> Tensor:
+        """The full-resolution prediction only."""
+        return self(inputs)[-1]
+
+    def output_layers(self) -> list[nn.Conv2d]:
+        """The wrapped network's output convolutions."""
+        return self.network.output_layers()
+
+
+def unroll(network: nn.Module, window: Tensor, steps: int, detach: bool) -> list[list[Tensor]]:
+    """Apply a one-step forecaster ``steps`` times, each prediction becoming the newest frame of the window.
+
+    ``window`` is (B, T, C, H, W); returns, per step, the network's per-scale predictions. With ``detach`` the fed
+    back frames are detached (autoregressive training and inference), without it gradients flow through all the
+    steps (fine-tuning with backpropagation through time).
+    """
+    outputs = []
+    for _ in range(steps):
+        scales = network(window)
+        outputs.append(scales)
+        newest = scales[-1].detach() if detach else scales[-1]
+        window = torch.cat([window[:, 1:], newest[:, None]], dim=1)
+    return outputs

@@ -6,7 +6,9 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-BENCHMARKS = {"fashion": "genforecast.bench.fashion", "framegan": "genforecast.bench.framegan"}
+BENCHMARKS = {"fashion": "genforecast.bench.fashion", "framegan": "genforecast.bench.framegan",
+              "segforecast": "genforecast.bench.segforecast", "f2f": "genforecast.bench.f2f",
+              "joint": "genforecast.bench.joint"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

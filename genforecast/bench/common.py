@@ -110,15 +110,19 @@ def peak_memory(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def format_results(results: list[BenchResult], unit: str) -> str:
-    """Table of results; speed-ups are relative to the first row (the eager fp32 baseline)."""
+def format_results(results: list[BenchResult], unit: str, rate_decimals: int = 0) -> str:
+    """Table of results; speed-ups are relative to the first row (the eager fp32 baseline).
+
+    ``rate_decimals``: decimals of the samples/s column (more for slow steps, e.g. on the CPU).
+    """
     baseline = results[0].samples_per_second
     header = f"| run | {unit}/s | speed-up | step GFLOP | MFU (dense bf16 peak) | peak memory | device |"
     lines = [header, "|---|---|---|---|---|---|---|"]
     for result in results:
         mfu = result.model_flop_utilisation
+        rate = result.samples_per_second
         lines.append(
-            f"| {result.name} | {result.samples_per_second:,.0f} | {result.samples_per_second / baseline:.2f}x | "
+            f"| {result.name} | {rate:,.{rate_decimals}f} | {rate / baseline:.2f}x | "
             f"{(result.step_flops or 0) / 1e9:,.1f} | {'n/a' if mfu is None else f'{100 * mfu:.1f}%'} | "
             f"{result.peak_memory_bytes / 2**30:.2f} GiB | {result.device_name} |")
     return "\n".join(lines)

@@ -1,8 +1,13 @@
-"""FrameGAN Adv+GDL training steps (32x32 patches) and the clip pipeline: eager fp32 vs bf16-mixed + channels_last.
+"""FrameGAN Adv+GDL training steps (32x32 patches) and the clip pipeline: eager fp32 vs bf16, channels_last, compile.
 
 Three measurements, each a real ``Trainer.fit`` or loader pass on the procedural UCF101-format set (or
 ``UCF101_ROOT``): the paper's setting (batch 8), a large batch, and the data pipeline alone (clips/s from the
 cache), which must stay well ahead of the step rate.
+
+On CUDA a third variant adds ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) to bf16-mixed +
+channels_last: at batch 8 the step is bound by kernel launches, not by the GPU. Its warm-up steps include
+compilation (tens of seconds at the paper's widths). Without CUDA it is skipped unless ``--compile-on-cpu``
+asks for ``compile_mode="default"`` (inductor's C++ kernels; compiling takes minutes on a few cores).
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
+
+import torch
 
 from datamodules.ucf101 import UCF101DataModule
 from genforecast.bench.common import EAGER_FP32, StepVariant, format_results, run_step_variants
@@ -21,6 +29,12 @@ from lightning_modules.frame_gan import FrameGAN
 VARIANTS = [EAGER_FP32, StepVariant("bf16-mixed + channels_last", "bf16-mixed", {"channels_last": True})]
 
 
+def compiled_variant(compile_mode: str) -> StepVariant:
+    """bf16-mixed + channels_last with the networks' training forwards compiled in ``compile_mode``."""
+    return StepVariant(f"bf16-mixed + channels_last + torch.compile({compile_mode})", "bf16-mixed",
+                       {"channels_last": True, "compile_mode": compile_mode})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 256])
     parser.add_argument("--width-multiplier", type=float, default=1.0, help="1.0 = the paper's widths")
@@ -28,6 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--data-root", default="data/demo", help="demo root (used when UCF101_ROOT is not set)")
+    parser.add_argument("--compile-on-cpu", action="store_true",
+                        help="without CUDA, also time torch.compile(mode='default') (compiling takes minutes)")
+
+
+def _compiled_variants(compile_on_cpu: bool) -> list[StepVariant]:
+    if torch.cuda.is_available():
+        return [compiled_variant("reduce-overhead")]
+    if compile_on_cpu:
+        return [compiled_variant("default")]
+    print("torch.compile variant skipped: no CUDA device (reduce-overhead needs CUDA graphs); "
+          "--compile-on-cpu times compile_mode='default' on the CPU instead")
+    return []
 
 
 def _datamodule(root: Path, batch_size: int, num_workers: int) -> UCF101DataModule:
@@ -58,12 +84,27 @@ def run(args: argparse.Namespace) -> None:
     def make_model(options: dict) -> FrameGAN:
         return FrameGAN(width_multiplier=args.width_multiplier, evaluate_baselines=False, **options)
 
+    compiled_variants = _compiled_variants(args.compile_on_cpu)
     for batch_size in args.batch_sizes:
-        results = run_step_variants(make_model, partial(_datamodule, root, batch_size, args.num_workers), VARIANTS,
-                                    samples_per_step=batch_size, warmup=args.warmup, steps=args.steps,
-                                    updates_per_step=2)
+        run_variants = partial(run_step_variants, make_model, partial(_datamodule, root, batch_size, args.num_workers),
+                               samples_per_step=batch_size, warmup=args.warmup, steps=args.steps, updates_per_step=2)
+        results = run_variants(VARIANTS)
+        failures = []
+        for variant in compiled_variants:
+            # A compiler failure (torch 2.11 fails on some compiled convolution backwards) is a result to report,
+            # not a reason to lose the eager rows.
+            try:
+                compiled_results = run_variants([variant])
+            except Exception as error:
+                failures.append(f"{variant.name} failed: {type(error).__name__}: {str(error).strip()[:300]}")
+                continue
+            # The FLOP counter counts at the dispatcher, which CUDA graph replays bypass; the compiled step does
+            # the eager step's FLOPs.
+            results += [replace(result, step_flops=results[0].step_flops) for result in compiled_results]
         print(f"\nFrameGAN Adv+GDL step, 32x32 patches, batch {batch_size}, width x{args.width_multiplier}")
         print(format_results(results, "clip"))
+        for failure in failures:
+            print(failure)
         step_rate = max(result.samples_per_second for result in results)
         pipeline = _pipeline_clips_per_second(root, batch_size, args.num_workers, batches=max(args.steps // 4, 5))
         print(f"data pipeline: {pipeline:,.0f} clips/s from the cache with {args.num_workers} workers "

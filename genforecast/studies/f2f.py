@@ -13,15 +13,18 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.study import fit_and_validate, markdown_table, study_setup, validate
+from genforecast.study import (
+    FORECAST_COLUMNS,
+    fit_and_validate,
+    forecast_rows,
+    markdown_table,
+    study_setup,
+    validate,
+    write_rows,
+)
 
-ROWS = {"model": "F2F (forecast features)", "copy_last": "copy last frame", "optical_flow": "optical-flow warp",
-        "oracle": "oracle (detector on target)"}
-
-
-def _columns() -> list[tuple[str, str]]:
-    return [("row", "method")] + [(f"{horizon}/{metric}", f"{horizon} {label}") for horizon in ("short", "mid")
-                                  for metric, label in (("ap50", "AP50"), ("ap", "AP"), ("mo_miou", "MO-mIoU"))]
+ROWS = {"model": "F2F (forecast features)", "copy_last": "copy last frame (detector)",
+        "optical_flow": "optical-flow warp (detector masks)", "oracle": "oracle (detector on target)"}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -38,19 +41,11 @@ def run(args: argparse.Namespace) -> None:
     short = validate([*presets, *forecaster, *overlay],
                      [*overrides, f"--ckpt_path={checkpoint}", "--data.init_args.horizon=short",
                       "--model.init_args.horizon_steps=1"])
-    rows = []
-    for predictor, name in ROWS.items():
-        row: dict[str, object] = {"row": name}
-        for horizon, metrics in (("mid", trained), ("short", short)):
-            for metric in ("ap50", "ap", "mo_miou"):
-                row[f"{horizon}/{metric}"] = 100 * metrics.get(f"val/{predictor}/{metric}", float("nan"))
-        rows.append(row)
-    table = markdown_table(rows, _columns())
+    rows = forecast_rows(ROWS, short, trained, trained="model")
+    write_rows("f2f", rows)
+    table = markdown_table(rows, FORECAST_COLUMNS)
     output = Path("outputs") / "f2f" / "results.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    details = (f"F2F: {trained['parameters'] / 1e6:.2f}M trained parameters, "
-               f"{trained['train_seconds'] / 60:.1f} min of training")
-    output.write_text(f"{table}\n\n{details}\n")
+    output.write_text(f"{table}\n")
     print("\nF2F study (" + ("procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"])
-          + "), instance AP / AP50 and MO-mIoU in %\n\n" + table + "\n\n" + details)
+          + "), instance AP / AP50 and MO-mIoU in %\n\n" + table)
     print(f"\nwritten to {output}")

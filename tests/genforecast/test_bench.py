@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from genforecast.bench.cli import main
+from genforecast.bench.f2f import Schedule
 
 
 def test_bench_fashion_reports_baseline_and_optimised(fashion_catalogue: Path, monkeypatch: pytest.MonkeyPatch,
@@ -26,3 +27,53 @@ def test_bench_framegan_reports_steps_and_pipeline(ucf101_demo: Path, monkeypatc
                  "--num-workers", "0"]) == 0
     out = capsys.readouterr().out
     assert "eager fp32" in out and "clips/s from the cache" in out
+
+
+def test_bench_segforecast_reports_both_modes_and_metric_time(cityscapes_demo: Path, segmenter_weights: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(cityscapes_demo))
+    monkeypatch.setenv("CITYSCAPES_SEGMENTER", str(segmenter_weights))
+    assert main(["segforecast", "--resolution", "64", "128", "--crop-size", "32", "--batch-size", "2",
+                 "--width-multiplier", "0.03125", "--steps", "2", "--warmup", "1", "--val-sequences", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "S2S autoregressive step" in out and "S2S ar_finetune step" in out
+    assert out.count("| eager fp32 |") == 2 and out.count("| bf16-mixed + channels_last |") == 2
+    assert "8 val sequences: metrics in" in out
+
+
+def test_bench_f2f_reports_bare_and_end_to_end_steps(cityscapes_demo: Path, detector_weights: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(cityscapes_demo))
+    monkeypatch.setenv("F2F_DETECTOR", str(detector_weights))
+    assert main(["f2f", "--levels", "p2", "--resolution", "64", "128", "--batch-size", "1",
+                 "--width-multiplier", "0.03125", "--steps", "2", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "F2F P2 step (adam)" in out and "P2 features 256x16x32" in out
+    assert out.count("| eager fp32 |") == 2 and out.count("| bf16-mixed + channels_last |") == 2
+    assert "end to end / bare step" in out
+    assert "needs all four levels" in out
+
+
+def test_f2f_schedule_projection_follows_the_configs():
+    schedule = Schedule.from_configs()
+    assert schedule.epochs == {"p5": 80, "p4": 80, "p3": 80, "p2": 80, "ar_finetune": 80}
+    assert (schedule.finetune_steps, schedule.level_frames, schedule.finetune_frames) == (3, 5, 7)
+    one_second = dict.fromkeys(("p5", "p4", "p3", "p2"), 1.0)
+    finetune = schedule.finetune_seconds(one_second, extraction_seconds=0.5)
+    assert finetune == pytest.approx(3 * 4 + 0.5 * 7 / 5)
+    assert schedule.projected_seconds(one_second, finetune) == pytest.approx(80 * 2975 * (4 + finetune) / (8 * 0.9))
+
+
+def test_bench_joint_reports_both_modes_and_inference(cityscapes_demo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    assert main(["joint", "--data-root", str(cityscapes_demo.parent), "--resolution", "64", "128", "--crop-size", "32",
+                 "--batch-size", "2", "--width-multiplier", "0.125", "--steps", "2", "--warmup", "1",
+                 "--inference-batches", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "JointForecaster autoregressive step" in out and "JointForecaster ar_finetune step" in out
+    assert out.count("| eager fp32 |") == 2 and out.count("| bf16-mixed + channels_last |") == 2
+    assert "ms/sequence instance decoding" in out

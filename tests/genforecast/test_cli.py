@@ -40,6 +40,10 @@ TINY = {
     "lightning_modules.SegForecastAR": [*CITYSCAPES_TINY, "--data.init_args.crop_size=32",
                                         "--model.init_args.width_multiplier=0.125", "--model.init_args.init_weights=null",
                                         "--model.init_args.log_sequences=1"],
+    "lightning_modules.JointForecaster": [*CITYSCAPES_TINY, "--data.init_args.crop_size=32",
+                                          "--model.init_args.width_multiplier=0.125",
+                                          "--model.init_args.init_weights=null", "--model.init_args.log_sequences=1",
+                                          "--data.init_args.max_sequences=2"],
     "lightning_modules.F2FForecaster": [*CITYSCAPES_TINY, "--model.init_args.width_multiplier=0.03125",
                                         "--model.init_args.init_weights=null",
                                         "--model.init_args.initialise_levels_from=null",
@@ -52,6 +56,8 @@ FAMILY_ENVIRONMENT = {
     "framegan": {"UCF101_ROOT": "ucf101_demo"},
     "segforecast": {"CITYSCAPES_DATASET": "cityscapes_demo", "CITYSCAPES_SEGMENTER": "segmenter_weights"},
     "f2f": {"CITYSCAPES_DATASET": "cityscapes_demo", "F2F_DETECTOR": "detector_weights"},
+    "joint": {"CITYSCAPES_DATASET": "cityscapes_demo", "CITYSCAPES_SEGMENTER": "segmenter_weights",
+              "F2F_DETECTOR": "detector_weights"},
 }
 
 

@@ -122,3 +122,26 @@ def test_fit_and_validate_log_both_references_and_baselines(mode: str, lambda_ad
         for name in ("miou_gt", "mo_miou_gt", "miou_segmenter", "mo_miou_segmenter"):
             assert f"val/{predictor}/{name}" in metrics
     assert list((tmp_path / "images").rglob("*.png"))
+
+
+def test_residual_s2s_starts_from_copy_last_and_needs_a_one_step_mode():
+    model = SegForecastAR(mode="autoregressive", residual=True, width_multiplier=1 / 8, evaluate_baselines=False)
+    batch = _batch()
+    torch.testing.assert_close(model.forecast(batch), batch["scores"][:, 3].float() / 10.0)
+    with pytest.raises(ValueError, match="one-step mode"):
+        SegForecastAR(mode="batch", residual=True, width_multiplier=1 / 8)
+
+
+def test_l2_reconstruction_option():
+    torch.manual_seed(0)
+    model = SegForecastAR(mode="autoregressive", reconstruction_p=2.0, width_multiplier=1 / 8, evaluate_baselines=False)
+    batch = _batch()
+    sequence = batch["scores"].float() / 10.0
+    windows = torch.cat([sequence[:, step:step + 4] for step in range(3)])
+    targets = torch.cat([sequence[:, 4 + step] for step in range(3)])
+    expected = torch.tensor(0.0)
+    for scale, prediction in enumerate(model.generator(windows)):
+        factor = 2 ** (1 - scale)
+        scaled = F.avg_pool2d(targets, factor) if factor > 1 else targets
+        expected = expected + (prediction - scaled).pow(2).mean() + _gdl(prediction, scaled)
+    torch.testing.assert_close(model.generator_losses(batch, torch.Generator())["loss"], expected)

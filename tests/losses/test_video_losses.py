@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from losses.video import gradient_difference_loss, lp_loss
+from losses.video import gradient_difference_loss, lp_loss, multiscale_reconstruction_loss
 
 # Hand-worked 3 x 3 example (one sample, one channel).
 # Y = [[0, 1, 3],     P = [[0, 0, 0],
@@ -126,3 +126,16 @@ def test_invalid_arguments_raise() -> None:
         gradient_difference_loss(torch.zeros(1, 1, 1, 4), torch.zeros(1, 1, 1, 4))
     with pytest.raises(ValueError, match="reduction"):
         gradient_difference_loss(PRED_3X3, TARGET_3X3, reduction="max")  # type: ignore[arg-type]
+
+
+def test_multiscale_reconstruction_loss_hand_worked():
+    # Y: a 2x2 block of 4s in the top-right of a 4x4 frame; its 2x2 pooling is [[0, 4], [0, 0]]; zero predictions.
+    target = torch.tensor([[0.0, 0, 4, 4], [0, 0, 4, 4], [0, 0, 0, 0], [0, 0, 0, 0]])[None, None]
+    predictions = [torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 4, 4)]
+    # fine: L1 = 16 / 16 = 1; GDL = 8 / 12 (vertical) + 8 / 12 (horizontal) = 4 / 3
+    # coarse: L1 = 4 / 4 = 1; GDL = 4 / 2 + 4 / 2 = 4
+    assert multiscale_reconstruction_loss(predictions, target).item() == pytest.approx(1 + 4 / 3 + 1 + 4)
+    assert multiscale_reconstruction_loss(predictions, target, lambda_lp=2.0, lambda_gdl=0.5).item() == pytest.approx(
+        2 + 2 / 3 + 2 + 2)
+    # p = 2: fine L2 = 4 * 16 / 16 = 4; coarse L2 = 16 / 4 = 4
+    assert multiscale_reconstruction_loss(predictions, target, p=2.0).item() == pytest.approx(4 + 4 / 3 + 4 + 4)

@@ -5,13 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.multiscale_video import stack_frames, upsample
+from networks.multiscale_video import pyramid, stack_frames, upsample
 from networks.segmentation_forecast import (
     FORECAST_MODALITIES,
     DilatedSegmentationForecaster,
     MultiscaleSegmentationForecaster,
+    ResidualForecaster,
     make_segmentation_forecaster,
     scale_widths,
+    unroll,
 )
 
 SMALL_WIDTH = 1 / 16
@@ -127,3 +129,32 @@ def test_invalid_arguments_are_rejected() -> None:
         _small_forecaster("multiscale")(torch.randn(1, 4, 3, 32, 32))
     with pytest.raises(ValueError, match="input frames of shape"):
         _small_forecaster("dilated")(torch.randn(1, 3 * 19, 32, 32))
+
+
+@pytest.mark.parametrize("architecture", ["multiscale", "dilated"])
+def test_residual_forecaster_starts_as_copy_last_at_every_scale(architecture: str):
+    torch.manual_seed(0)
+    network = ResidualForecaster(make_segmentation_forecaster(architecture, 19, 19, 4, 0.125))
+    frames = torch.randn(2, 4, 19, 16, 32)
+    predictions = network(frames)
+    for prediction, pooled in zip(predictions, pyramid(frames[:, -1], len(predictions))):
+        torch.testing.assert_close(prediction, pooled)
+
+
+def test_residual_forecaster_needs_matching_channels():
+    with pytest.raises(ValueError, match="as many output as input channels"):
+        ResidualForecaster(make_segmentation_forecaster("multiscale", 22, 19, 4, 0.125))
+
+
+def test_unroll_feeds_predictions_back_with_or_without_gradients():
+    torch.manual_seed(0)
+    network = make_segmentation_forecaster("dilated", 3, 3, 2, 0.0625)
+    window = torch.randn(1, 2, 3, 8, 8, requires_grad=True)
+    steps = unroll(network, window, steps=3, detach=False)
+    expected_second = network(torch.stack([window[:, 1], steps[0][-1]], dim=1))[-1]
+    torch.testing.assert_close(steps[1][-1], expected_second)
+    steps[-1][-1].sum().backward()
+    assert window.grad[:, 0].abs().sum() > 0  # reaches the oldest frame only through the fed-back predictions
+    fresh = window.detach().requires_grad_()
+    unroll(network, fresh, steps=3, detach=True)[-1][-1].sum().backward()
+    assert fresh.grad is None or not fresh.grad.any()  # the third step sees only the two detached predictions

@@ -1,0 +1,58 @@
+"""The joint forecasting study: the JointForecaster mid- and short-term against copy and flow, in F2F's table.
+
+Without ``CITYSCAPES_DATASET`` it writes the procedural Cityscapes-format demo set and trains on the
+representation of its per-frame annotations (``configs/joint/demo/``). On Cityscapes the past frames' objects
+come from the exported segmenter and detector (``CITYSCAPES_SEGMENTER``, ``F2F_DETECTOR``; train them with
+``make train-segforecast`` and ``make train-f2f``). One mid-term (3 autoregressive steps) model is trained and
+scored mid-term, then short-term (one step) from the same checkpoint, as the F2F study does.
+
+The printed table is the talk's: method, semantic and instance scores per horizon, training time and network
+size; when the F2F study has run (``outputs/f2f/results.json``) its rows are included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from genforecast.study import (
+    FORECAST_COLUMNS,
+    fit_and_validate,
+    forecast_rows,
+    markdown_table,
+    read_rows,
+    study_setup,
+    validate,
+    write_rows,
+)
+
+ROWS = {"model": "distance maps (JointForecaster)", "copy_last": "copy last frame (its objects)",
+        "optical_flow": "optical-flow warp (its objects)"}
+
+
+def run(args: argparse.Namespace) -> None:
+    setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
+    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
+    if not demo:
+        for variable, default in (("CITYSCAPES_SEGMENTER", "outputs/segforecast/segmenter/segmenter.pt"),
+                                  ("F2F_DETECTOR", "outputs/f2f/detector/detector.pt")):
+            if not Path(os.environ.get(variable, default)).is_file():
+                raise SystemExit(f"the joint study on Cityscapes needs the exported models: {variable} (or {default}) "
+                                 f"does not exist; run `make train-segforecast` and `make train-f2f` first")
+    config = [*presets, configs / "joint" / "distance_ar.yaml"]
+    config += [configs / "joint" / "demo" / "forecaster.yaml"] if demo else []
+    mid = fit_and_validate(config, overrides)
+    checkpoint = Path("outputs") / "joint" / "distance_ar" / "checkpoints" / "last.ckpt"
+    short = validate(config, [*overrides, f"--ckpt_path={checkpoint}", "--data.init_args.horizon=short",
+                              "--model.init_args.horizon_steps=1"])
+    rows = forecast_rows(ROWS, short, mid, trained="model")
+    write_rows("joint", rows)
+    f2f_rows = read_rows("f2f")
+    table = markdown_table(f2f_rows + rows, FORECAST_COLUMNS)
+    output = Path("outputs") / "joint" / "results.md"
+    output.write_text(table + "\n")
+    source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
+    note = "" if f2f_rows else "\n(no F2F rows: run `make train-f2f` to add them)"
+    print(f"\nFuture instance and semantic segmentation ({source}), in %{note}\n\n{table}")
+    print(f"\nwritten to {output}")

@@ -1,0 +1,1 @@
+"""Scene representations forecast by the models, with their encoders and decoders."""

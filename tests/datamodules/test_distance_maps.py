@@ -1,0 +1,76 @@
+"""DistanceMapDataModule: planes aligned with frames and crops, both sources, cache validation, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules.cache import CacheError, read_array_cache
+from datamodules.distance_maps import DistanceMapDataModule
+from representations.distance_maps import encode_frame
+
+SIZE = [64, 128]
+
+
+def _datamodule(root: Path, tmp_path: Path, **kwargs) -> DistanceMapDataModule:
+    options = {"horizon": "mid", "resolution": SIZE, "crop_size": 32, "batch_size": 2, "val_batch_size": 2,
+               "cache_dir": str(tmp_path / "cache")} | kwargs
+    datamodule = DistanceMapDataModule(str(root), **options)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_annotation_planes_match_the_frame_labels_under_the_same_crops(cityscapes_demo: Path, tmp_path: Path):
+    datamodule = _datamodule(cityscapes_demo, tmp_path)
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["frame_classes"].shape == (2, 7, 32, 32)
+    assert torch.equal(batch["frame_classes"], batch["frame_labels"])
+    assert torch.equal(batch["frame_instances"], batch["frame_instances"].clone())
+    uncropped = next(iter(datamodule.val_dataloader()))
+    for frame in range(7):
+        expected = encode_frame(uncropped["frame_classes"][0, frame].numpy(),
+                                uncropped["frame_instances"][0, frame].numpy())
+        np.testing.assert_allclose(uncropped["frame_values"][0, frame].float().numpy(), expected, atol=2e-3)
+    assert torch.equal(uncropped["frame_classes"][:, -1].long(), uncropped["labels"].long())
+
+
+def test_cache_is_refused_when_the_contour_profile_changes(cityscapes_demo: Path, tmp_path: Path):
+    first = _datamodule(cityscapes_demo, tmp_path)
+    path = first.distance_cache_path("val")
+    with pytest.raises(CacheError, match="contour_width"):
+        read_array_cache(path, {**first.distance_meta("val"), "contour_width": 9.0})
+    second = _datamodule(cityscapes_demo, tmp_path, contour_width=5.0)
+    arrays, meta = read_array_cache(second.distance_cache_path("val"))
+    assert meta["contour_width"] == 5.0 and arrays["frame_values"].dtype == np.float16
+
+
+def test_predictions_source_runs_the_exported_models(cityscapes_demo: Path, tmp_path: Path,
+                                                     segmenter_weights: Path, detector_weights: Path):
+    datamodule = _datamodule(cityscapes_demo, tmp_path, source="predictions", segmenter_weights=str(segmenter_weights),
+                             detector_weights=str(detector_weights), max_sequences=1, val_batch_size=1)
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["frame_classes"].shape == (1, 7, 64, 128)
+    assert batch["frame_classes"].max() < 19
+    assert "frame_labels" not in batch
+    name = datamodule.distance_cache_path("val").name
+    assert "predictions" in name and datamodule.model_shas()["detector_sha256"][:12] in name
+
+
+def test_predictions_source_needs_both_models(cityscapes_demo: Path, segmenter_weights: Path):
+    with pytest.raises(ValueError, match="detector_weights"):
+        DistanceMapDataModule(str(cityscapes_demo), source="predictions", segmenter_weights=str(segmenter_weights))
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        DistanceMapDataModule(str(cityscapes_demo), source="predictions", segmenter_weights=str(segmenter_weights),
+                              detector_weights="nowhere.pt")
+
+
+def test_annotation_source_without_per_frame_labels_names_the_missing_folder(cityscapes_demo: Path, tmp_path: Path):
+    root = tmp_path / "cityscapes"
+    shutil.copytree(cityscapes_demo, root, ignore=shutil.ignore_patterns(".genforecast_cache", "gtFine_sequence"))
+    with pytest.raises(FileNotFoundError, match="gtFine_sequence"):
+        _datamodule(root, tmp_path)
