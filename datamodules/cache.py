@@ -219,3 +219,25 @@ def _map_member(path: Path, member: zipfile.ZipInfo) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran_order else "C",
                      offset=data_offset)
+
+
+class MappedArrayCache:
+    """A cache memory-mapped on first use; pickled without its arrays, so each worker process maps it anew.
+
+    ``arrays()`` returns the read-only memory maps, checked against ``expect_meta`` (see :func:`read_array_cache`).
+    """
+
+    def __init__(self, path: str | os.PathLike, expect_meta: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.expect_meta = dict(expect_meta)
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays, _meta = read_array_cache(self.path, self.expect_meta, mmap=True)
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = None
+        return state

@@ -35,7 +35,7 @@ import torch
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from torch.utils.data import Dataset
 
-from datamodules.cache import CacheError, read_array_cache, read_cache_meta, write_array_cache
+from datamodules.cache import CacheError, MappedArrayCache, read_cache_meta, write_array_cache
 from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
 
 log = logging.getLogger(__name__)
@@ -379,7 +379,7 @@ class CachedSequences(Dataset):
         self.frame_positions = np.asarray(frame_positions, dtype=np.int64)
         self.crop_size = crop_size
         self.seed = seed
-        self._arrays: dict[str, np.ndarray] | None = None
+        self._store = MappedArrayCache(cache_path, expect_meta)
         arrays = self._cache()
         self.with_instances = with_instances and "instances" in arrays
         self.with_frame_labels = "frame_labels" in arrays
@@ -388,14 +388,7 @@ class CachedSequences(Dataset):
             raise ValueError(f"crop_size {crop_size} does not fit the cached {height}x{width} frames")
 
     def _cache(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            self._arrays, _meta = read_array_cache(self.cache_path, self.expect_meta, mmap=True)
-        return self._arrays
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = None
-        return state
+        return self._store.arrays()
 
     def __len__(self) -> int:
         return len(self._cache()["labels"])

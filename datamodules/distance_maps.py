@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.augment import to_unit_range
-from datamodules.cache import CacheError, read_array_cache, read_cache_meta, write_array_cache
+from datamodules.cache import CacheError, MappedArrayCache, read_cache_meta, write_array_cache
 from datamodules.cityscapes import (
     INSTANCE_ID_OFFSET,
     NUM_CLASSES,
@@ -38,7 +38,7 @@ from datamodules.cityscapes import (
     CityscapesSequenceDataModule,
     gather_windows,
 )
-from datamodules.segmentation_scores import file_sha256
+from datamodules.segmentation_scores import file_sha256, resolve_device
 from lightning_modules.mask_rcnn_finetune import load_exported_detector
 from lightning_modules.semantic_segmenter import load_exported_segmenter
 from metrics.cityscapes_labels import label_ids_to_train_ids
@@ -131,23 +131,11 @@ class DistanceMapSequences(Dataset):
 
     def __init__(self, sequences: CachedSequences, cache_path: Path, expect_meta: dict[str, Any]) -> None:
         self.sequences = sequences
-        self.cache_path = cache_path
-        self.expect_meta = expect_meta
-        self._arrays: dict[str, np.ndarray] | None = None
-        count = len(self._planes()["frame_classes"])
+        self._store = MappedArrayCache(cache_path, expect_meta)
+        count = len(self._store.arrays()["frame_classes"])
         if count != len(sequences):
             raise CacheError(f"{cache_path} holds {count} snippets but the sequence cache {sequences.cache_path} "
                              f"has {len(sequences)}")
-
-    def _planes(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            self._arrays, _meta = read_array_cache(self.cache_path, self.expect_meta, mmap=True)
-        return self._arrays
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_arrays"] = None
-        return state
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -158,7 +146,7 @@ class DistanceMapSequences(Dataset):
         windows = self.sequences.crop_windows(sample_indices)
         size = tuple(batch["frames"].shape[-2:])
         for name in PLANES:
-            plane = gather_windows(self._planes()[name], sample_indices, windows, size, self.sequences.frame_positions)
+            plane = gather_windows(self._store.arrays()[name], sample_indices, windows, size, self.sequences.frame_positions)
             batch[name] = torch.from_numpy(plane.astype(np.int32) if name == "frame_instances" else plane)
         return batch
 
@@ -234,11 +222,6 @@ class DistanceMapDataModule(CityscapesSequenceDataModule):
         name = f"distance_maps_{split}_{height}x{width}_{self.source}{'_' + shas if shas else ''}_{fingerprint}"
         return self.cache_dir / f"{name}.npz"
 
-    def _device(self) -> torch.device:
-        if self.extraction_device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.extraction_device)
-
     def prepare_data(self) -> None:
         """Build the sequence caches, then each split's distance-map cache unless a valid one exists (rank 0)."""
         super().prepare_data()
@@ -253,7 +236,7 @@ class DistanceMapDataModule(CityscapesSequenceDataModule):
                 log.info("building distance maps of the %s split (%s)", split, error)
             if self.source == "predictions" and frame_objects is None:
                 frame_objects = FrameObjectsFromModels(self.segmenter_weights, self.detector_weights,
-                                                       self.instance_score_threshold, self._device(),
+                                                       self.instance_score_threshold, resolve_device(self.extraction_device),
                                                        self.extraction_batch_size)
             sequences = CachedSequences(self.cache_path(split), self._cache_meta(split),
                                         range(len(self.cached_indices)), crop_size=None)

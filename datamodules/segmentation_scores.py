@@ -61,6 +61,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; anything else is a torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def score_cache_meta(segmenter_sha256: str, architecture: str, num_classes: int,
                      sequence_meta: Mapping[str, Any]) -> dict[str, Any]:
     """The metadata a score cache must match: the segmenter, and the split, frames and resolution of its sequences.
@@ -286,11 +293,6 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         """The exported segmenter the scores are extracted with."""
         return load_exported_segmenter(self.segmenter_weights)
 
-    def _device(self) -> torch.device:
-        if self.extraction_device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.extraction_device)
-
     def prepare_data(self) -> None:
         """Build the sequence caches, then extract the scores of each split unless they are complete (rank 0)."""
         super().prepare_data()
@@ -305,7 +307,7 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
             frames = CachedSequences(self.cache_path(split), self._cache_meta(split), range(len(self.cached_indices)),
                                      crop_size=None, with_instances=False)
             log.info("extracting segmenter scores of %d %s snippets to %s", len(frames), split, cache_path)
-            extract_scores(segmenter, frames, cache_path, meta, self.score_batch_size, self._device())
+            extract_scores(segmenter, frames, cache_path, meta, self.score_batch_size, resolve_device(self.extraction_device))
 
     def _with_scores(self, sequences: CachedSequences | ScoredSequences | None, split: str) -> ScoredSequences | None:
         if not isinstance(sequences, CachedSequences):
