@@ -3,6 +3,7 @@
 from datamodules.cityscapes import CityscapesSequenceDataModule
 from datamodules.distance_maps import DistanceMapDataModule
 from datamodules.fashion import FashionCatalogueDataModule
+from datamodules.fpn_features import FPNFeatureDataModule
 from datamodules.segmentation_scores import SegmentationScoreDataModule
 from datamodules.ucf101 import UCF101DataModule, VideoFolderDataModule
 
@@ -10,6 +11,7 @@ __all__ = [
     "CityscapesSequenceDataModule",
     "DistanceMapDataModule",
     "FashionCatalogueDataModule",
+    "FPNFeatureDataModule",
     "SegmentationScoreDataModule",
     "UCF101DataModule",
     "VideoFolderDataModule",

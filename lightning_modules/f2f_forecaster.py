@@ -9,9 +9,13 @@ levels and scales. Training modes as for S2S: ``autoregressive`` (every one-step
 P3 initialised from P5, P2 last, then AR fine-tuning) is a sequence of runs selecting ``train_levels`` and
 ``init_weights`` / ``initialise_levels_from`` (see ``configs/f2f/``).
 
-Features are extracted on the fly from the cached frames (bf16 autocast on GPUs), never stored for P2: at the
-paper's 1024x2048 a P2 map is 256 x 256 x 512 values, 64 MiB in fp16 per frame; 2,975 training sequences x 7
-frames would need 1.3 TB.
+Features are extracted on the fly from the cached frames (bf16 autocast on GPUs), or, for training, read from the
+batch: :class:`datamodules.FPNFeatureDataModule` caches the coarse levels P5, P4 and P3 once as float16 and adds them
+to batches as ``features_<level>`` (see :func:`cached_feature_key`); when they cover every level of ``train_levels``
+``training_step`` skips the detector. P2 is never cached: at the paper's 1024x2048 a P2 map is 256 channels x
+256 x 512 values, 64 MiB in fp16 per frame, and the 2,975 training sequences x 7 frames would need 1.27 TiB
+(1.40 TB), against 325 GiB for P3, 81 GiB for P4 and 20 GiB for P5. Validation always runs the detector: detection
+needs the whole pyramid of the target frame and the baselines run it on real frames.
 
 Evaluation on the annotated target frame, as the paper: Cityscapes instance AP (0.5:0.95) and AP50 over the 8
 classes, and the semantic conversion (instances with score >= 0.5 painted in ascending score order) scored with
@@ -22,6 +26,7 @@ MO-mIoU; beside the copy (detector on the last input frame), optical-flow warp o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -44,6 +49,11 @@ FORECAST_LEVELS = ("p5", "p4", "p3", "p2")
 NON_MOVING_TRAIN_ID = 0  # pixels no instance covers are painted "road": any class outside the 8 moving ones
 
 
+def cached_feature_key(level: str) -> str:
+    """The batch key of a level's cached features (float16 (B, T, 256, H_l, W_l)), e.g. ``features_p5``."""
+    return f"features_{level}"
+
+
 def semantic_from_instances(predictions: list[dict[str, torch.Tensor]], size: tuple[int, int],
                             score_threshold: float = 0.5) -> torch.Tensor:
     """Train-id maps (B, H, W) painting instances with ``score >= score_threshold`` in ascending score order."""
@@ -61,6 +71,10 @@ def semantic_from_instances(predictions: list[dict[str, torch.Tensor]], size: tu
 
 class F2FForecaster(L.LightningModule):
     """Forecasts the FPN features of a frozen Mask R-CNN (see the module docstring).
+
+    Training batches with ``features_<level>`` for every trained level (cached P5/P4/P3, see
+    :class:`datamodules.FPNFeatureDataModule`) train on those without running the detector; P2 is always extracted
+    on the fly, as is everything in validation.
 
     Args:
         detector_weights: file exported by :class:`MaskRCNNFinetune`.
@@ -185,8 +199,28 @@ class F2FForecaster(L.LightningModule):
             losses[level] = loss
         return losses
 
+    def on_fit_start(self) -> None:
+        """Refuse cached features made by another detector than this forecaster's, before the first step."""
+        cache_detector = getattr(self.trainer.datamodule, "detector_weights", None)
+        if cache_detector is None:
+            return
+        ours, theirs = Path(self.hparams.detector_weights), Path(cache_detector)
+        if ours.resolve() != theirs.resolve() and ours.read_bytes() != theirs.read_bytes():
+            raise ValueError(f"the data module caches the features of {theirs}, but this forecaster's detector is "
+                             f"{ours}: train on the features of the detector that will decode the forecasts")
+
+    def cached_features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """The batch's cached features of every trained level as float32 on this device; None if any is missing."""
+        keys = {level: cached_feature_key(level) for level in self.train_levels}
+        if not all(key in batch for key in keys.values()):
+            return None
+        return {level: batch[key].to(self.device, torch.float32) for level, key in keys.items()}
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        sequence, _ = self.features(batch["frames"])
+        """Feature MSE of the trained levels: cached features when the batch has them all, else the detector's."""
+        sequence = self.cached_features(batch)
+        if sequence is None:
+            sequence, _ = self.features(batch["frames"])
         losses = self.training_losses(sequence)
         loss = sum(losses.values())
         if not losses_are_finite(self, {"loss": loss}, "forecaster", self.hparams.nonfinite):

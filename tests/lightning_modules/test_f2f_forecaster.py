@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import lightning_modules.f2f_forecaster as f2f_module
 from datamodules.cityscapes import CityscapesSequenceDataModule
-from lightning_modules.f2f_forecaster import F2FForecaster, semantic_from_instances
+from lightning_modules.f2f_forecaster import F2FForecaster, cached_feature_key, semantic_from_instances
 from networks.f2f import derive_p6
 
 
@@ -83,3 +84,21 @@ def test_residual_forecaster_starts_from_copy_last(detector_weights: Path):
         predictions = model.forecast_level(level, window)
         torch.testing.assert_close(predictions[-1], window[:, -1])
         torch.testing.assert_close(predictions[0], F.avg_pool2d(window[:, -1], 2 ** (len(predictions) - 1)))
+
+
+@pytest.mark.filterwarnings("ignore:.*self.trainer. reference is not registered")
+def test_training_step_on_cached_features_skips_the_detector(detector_weights: Path, monkeypatch):
+    model = _model(detector_weights, train_levels=["p5"])
+    monkeypatch.setattr(f2f_module, "losses_are_finite", lambda *args: True)  # needs a Trainer otherwise
+    frames = _frames()
+    live_loss = model.training_step({"frames": frames}, 0)
+    features, _ = model.features(frames)
+    cached = features["p5"].half()
+    monkeypatch.setattr(F2FForecaster, "features", lambda self, frames: pytest.fail("the detector ran"))
+    loss = model.training_step({"frames": frames, cached_feature_key("p5"): cached}, 0)
+    torch.testing.assert_close(loss, sum(model.training_losses({"p5": cached.float()}).values()))
+    torch.testing.assert_close(loss, live_loss, rtol=1e-2, atol=0.0)
+
+    model.train_levels = ("p5", "p4")  # features_p4 missing: back to the detector
+    with pytest.raises(pytest.fail.Exception, match="the detector ran"):
+        model.training_step({"frames": frames, cached_feature_key("p5"): cached}, 0)

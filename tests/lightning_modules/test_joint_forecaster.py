@@ -141,3 +141,4 @@ def test_residual_model_learns_a_constant_motion_that_copy_last_misses():
         optimizer.step()
     accuracy = (model.forecast(batch).argmax(dim=1) == labels).float().mean()
     assert copy_accuracy < 0.95 and accuracy > 0.98
+
