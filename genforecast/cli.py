@@ -97,7 +97,10 @@ class SuiteCLI(LightningCLI):
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to resume or evaluate: a path, 'last' or 'best'")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # A variant's checkpoint folder holds its latest run: a rerun replaces last.ckpt rather than writing
+        # last-v1.ckpt beside a stale last.ckpt that the next stage (init_weights, a study's evaluation) would read.
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                             "checkpoint.enable_version_counter": False,
                              "trainer.logger": {"class_path": WANDB_LOGGER}})
 
     def before_instantiate_classes(self) -> None:

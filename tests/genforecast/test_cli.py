@@ -157,3 +157,15 @@ def test_help_lists_stages_and_tools(capsys):
     for command in ("fit", "validate", "demo-data", "study", "bench"):
         assert command in out
     assert main(["train"]) == 2
+
+
+def test_a_rerun_replaces_last_checkpoint_instead_of_versioning_it(fashion_env: Path):
+    args = ["fit", *PRESETS, f"--config={CONFIGS / 'fashion' / 'gan.yaml'}", *TINY["lightning_modules.FashionCAN"],
+            "--model.init_args.classifier_weights=null", "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0",
+            "--checkpoint.monitor=null", "--trainer.max_steps=2"]
+    assert main(args) == 0
+    folder = fashion_env / "outputs" / "fashion" / "gan" / "checkpoints"
+    first = (folder / "last.ckpt").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (folder / "last.ckpt").stat().st_mtime_ns > first
+    assert not list(folder.glob("*-v1.ckpt"))
