@@ -13,6 +13,8 @@ renamed, so an interrupted conversion never leaves a partial cache under the fin
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import struct
 import tempfile
@@ -241,3 +243,97 @@ class MappedArrayCache:
         state = dict(self.__dict__)
         state["_arrays"] = None
         return state
+
+
+MANIFEST_NAME = "manifest.npz"
+"""The file a sharded cache writes last: its presence (with matching metadata) marks a finished extraction."""
+
+
+def shard_path(cache_path: str | os.PathLike, shard: int) -> Path:
+    """File of shard number ``shard`` of the sharded cache directory ``cache_path``."""
+    return Path(cache_path) / f"shard_{shard:05d}.npz"
+
+
+def _shard_meta(meta: Mapping[str, Any], shard: int, start: int, stop: int) -> dict[str, Any]:
+    return {**meta, "shard": shard, "start": start, "stop": stop}
+
+
+def sharded_cache_complete(cache_path: str | os.PathLike, meta: Mapping[str, Any]) -> bool:
+    """Whether ``cache_path`` holds a finished sharded extraction for ``meta``: ``False`` without a manifest.
+
+    A manifest made with other settings raises :class:`CacheError` naming the key and both values.
+    """
+    manifest = Path(cache_path) / MANIFEST_NAME
+    if not manifest.is_file():
+        return False
+    read_cache_meta(manifest, meta)
+    return True
+
+
+def write_sharded_cache(cache_path: str | os.PathLike, meta: Mapping[str, Any], num_samples: int, shard_size: int,
+                        compute_shard: Callable[[int, int], Mapping[str, np.ndarray]], description: str) -> Path:
+    """Fill the directory ``cache_path`` with ``compute_shard(start, stop)`` for samples ``[start, stop)`` per shard.
+
+    Shards of ``shard_size`` samples are written atomically one at a time (``shard_00000.npz`` ...; metadata: ``meta``
+    plus shard/start/stop), then the manifest (``shard_stops``; ``meta`` plus num_samples/shard_size/num_shards). A
+    finished extraction returns at once; an interrupted one keeps its finished shards and computes only the others;
+    a shard or manifest made with other metadata raises :class:`CacheError` before anything is computed over it.
+    """
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    cache_path = Path(cache_path)
+    num_shards = math.ceil(num_samples / shard_size)
+    manifest_meta = {**meta, "num_samples": num_samples, "shard_size": shard_size, "num_shards": num_shards}
+    if sharded_cache_complete(cache_path, manifest_meta):
+        return cache_path
+    stops = []
+    for shard in range(num_shards):
+        start, stop = shard * shard_size, min(num_samples, (shard + 1) * shard_size)
+        stops.append(stop)
+        path, expected = shard_path(cache_path, shard), _shard_meta(manifest_meta, shard, start, stop)
+        if path.is_file():
+            read_cache_meta(path, expected)
+            continue
+        write_array_cache(path, compute_shard(start, stop), expected)
+        logging.getLogger(__name__).info("%s: shard %d/%d (samples %d-%d) written to %s", description, shard + 1,
+                                         num_shards, start, stop - 1, path)
+    write_array_cache(cache_path / MANIFEST_NAME, {"shard_stops": np.asarray(stops, dtype=np.int64)}, manifest_meta)
+    return cache_path
+
+
+class ShardedArrayCache:
+    """The memory-mapped shards of one finished :func:`write_sharded_cache` extraction, checked against
+    ``expect_meta``; like :class:`MappedArrayCache` they are mapped on first use and anew in each worker process.
+
+    ``locate(index)`` gives the ``(shard arrays, offset)`` holding sample ``index``.
+    """
+
+    def __init__(self, cache_path: str | os.PathLike, expect_meta: Mapping[str, Any]) -> None:
+        self.cache_path = Path(cache_path)
+        arrays, self.manifest_meta = read_array_cache(self.cache_path / MANIFEST_NAME, dict(expect_meta))
+        self.shard_stops = arrays["shard_stops"]
+        self.shard_size = int(self.manifest_meta["shard_size"])
+        self._shards: list[dict[str, np.ndarray]] | None = None
+
+    def shards(self) -> list[dict[str, np.ndarray]]:
+        if self._shards is None:
+            shards, start = [], 0
+            for shard, stop in enumerate(self.shard_stops.tolist()):
+                expected = _shard_meta(self.manifest_meta, shard, start, stop)
+                arrays, _meta = read_array_cache(shard_path(self.cache_path, shard), expected, mmap=True)
+                shards.append(arrays)
+                start = stop
+            self._shards = shards
+        return self._shards
+
+    def locate(self, index: int) -> tuple[dict[str, np.ndarray], int]:
+        shard, offset = divmod(int(index), self.shard_size)
+        return self.shards()[shard], offset
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_shards"] = None
+        return state
+
+    def __len__(self) -> int:
+        return int(self.manifest_meta["num_samples"])

@@ -39,9 +39,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from datamodules.cache import CacheError, read_array_cache, read_cache_meta, write_array_cache
+from datamodules.cache import CacheError, ShardedArrayCache, sharded_cache_complete, write_sharded_cache
 from datamodules.cityscapes import CachedSequences, CityscapesSequenceDataModule
-from datamodules.segmentation_scores import FLOAT16_MAX, MANIFEST_NAME, file_sha256, resolve_device, shard_path
+from datamodules.segmentation_scores import FLOAT16_MAX, file_sha256, resolve_device
 from lightning_modules.mask_rcnn_finetune import load_exported_detector
 from networks.detector import FPN_CHANNELS, FPN_LEVELS, FPN_STRIDES, fpn_features
 
@@ -113,22 +113,6 @@ def feature_cache_meta(detector_sha256: str, levels: Sequence[str], sequence_met
             "frame_indices": list(sequence_meta["frame_indices"]), "sequence_fingerprint": sequence_meta["fingerprint"]}
 
 
-def _shard_meta(meta: Mapping[str, Any], shard: int, start: int, stop: int) -> dict[str, Any]:
-    return {**meta, "shard": shard, "start": start, "stop": stop}
-
-
-def features_complete(cache_path: str | os.PathLike, meta: Mapping[str, Any]) -> bool:
-    """Whether ``cache_path`` holds a finished extraction for ``meta``: ``False`` without a manifest.
-
-    A manifest made with other settings raises :class:`CacheError` naming the key and both values.
-    """
-    manifest = Path(cache_path) / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
-    read_cache_meta(manifest, meta)
-    return True
-
-
 @torch.no_grad()
 def _extract_levels(detector: nn.Module, frames: torch.Tensor, levels: Sequence[str], batch_size: int,
                     device: torch.device) -> dict[str, np.ndarray]:
@@ -160,40 +144,26 @@ def extract_features(detector: nn.Module, dataset: CachedSequences, cache_path: 
     interrupted extraction are kept; a shard or manifest with other metadata raises :class:`CacheError` (never
     overwritten, never mixed).
     """
-    if batch_size <= 0 or shard_size <= 0:
-        raise ValueError(f"batch_size and shard_size must be positive, got {batch_size} and {shard_size}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     if dataset.crop_size is not None:
         raise ValueError("features are extracted from whole frames; open the dataset with crop_size=None")
-    cache_path, device = Path(cache_path), torch.device(device)
-    num_samples = len(dataset)
-    num_shards = math.ceil(num_samples / shard_size)
-    manifest_meta = {**meta, "num_samples": num_samples, "shard_size": shard_size, "num_shards": num_shards}
-    if features_complete(cache_path, manifest_meta):
-        return cache_path
+    device = torch.device(device)
     frame_count, resolution = len(meta["frame_indices"]), tuple(meta["resolution"])
     detector.eval().to(device)
-    stops = []
-    for shard in range(num_shards):
-        start, stop = shard * shard_size, min(num_samples, (shard + 1) * shard_size)
-        stops.append(stop)
-        path, expected = shard_path(cache_path, shard), _shard_meta(manifest_meta, shard, start, stop)
-        if path.is_file():
-            read_cache_meta(path, expected)
-            continue
+
+    def feature_shard(start: int, stop: int) -> dict[str, np.ndarray]:
         frames = dataset[torch.arange(start, stop)]["frames"]
         if frames.shape[1] != frame_count or tuple(frames.shape[-2:]) != resolution:
             raise ValueError(f"the dataset's frames have shape {tuple(frames.shape[1:])} but the feature cache meta "
                              f"says {frame_count} frames at {resolution}")
         features = _extract_levels(detector, frames.flatten(0, 1), meta["levels"], batch_size, device)
-        write_array_cache(path, {level: value.reshape(len(frames), frame_count, *value.shape[1:])
-                                 for level, value in features.items()}, expected)
-        log.info("FPN features: shard %d/%d (snippets %d-%d) written to %s", shard + 1, num_shards, start, stop - 1,
-                 path)
-    write_array_cache(cache_path / MANIFEST_NAME, {"shard_stops": np.asarray(stops, dtype=np.int64)}, manifest_meta)
-    return cache_path
+        return {level: value.reshape(len(frames), frame_count, *value.shape[1:]) for level, value in features.items()}
+
+    return write_sharded_cache(cache_path, meta, len(dataset), shard_size, feature_shard, "FPN features")
 
 
-class FPNFeatures:
+class FPNFeatures(ShardedArrayCache):
     """The memory-mapped feature shards of one finished extraction, checked against ``expect_meta``.
 
     ``gather(indices, frame_positions)`` returns, per cached level, float16 (B, T, 256, h_l, w_l): for each sample
@@ -202,37 +172,12 @@ class FPNFeatures:
     """
 
     def __init__(self, cache_path: str | os.PathLike, expect_meta: Mapping[str, Any]) -> None:
-        self.cache_path = Path(cache_path)
-        self.expect_meta = dict(expect_meta)
-        self._shards: list[dict[str, np.ndarray]] | None = None
-        arrays, self.manifest_meta = read_array_cache(self.cache_path / MANIFEST_NAME, self.expect_meta)
-        self.shard_stops = arrays["shard_stops"]
-        self.shard_size = int(self.manifest_meta["shard_size"])
+        super().__init__(cache_path, expect_meta)
         self.levels = tuple(self.manifest_meta["levels"])
 
-    def _features(self) -> list[dict[str, np.ndarray]]:
-        if self._shards is None:
-            shards, start = [], 0
-            for shard, stop in enumerate(self.shard_stops.tolist()):
-                expected = _shard_meta(self.manifest_meta, shard, start, stop)
-                arrays, _meta = read_array_cache(shard_path(self.cache_path, shard), expected, mmap=True)
-                shards.append(arrays)
-                start = stop
-            self._shards = shards
-        return self._shards
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_shards"] = None
-        return state
-
-    def __len__(self) -> int:
-        return int(self.manifest_meta["num_samples"])
-
     def gather(self, indices: np.ndarray, frame_positions: np.ndarray) -> dict[str, np.ndarray]:
-        shards = self._features()
-        locations = [divmod(index, self.shard_size) for index in indices.tolist()]
-        return {level: np.stack([shards[shard][level][offset, frame_positions] for shard, offset in locations])
+        located = [self.locate(index) for index in indices.tolist()]
+        return {level: np.stack([shard[level][offset, frame_positions] for shard, offset in located])
                 for level in self.levels}
 
 
@@ -329,7 +274,7 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
         detector = None
         for split in ("train", "val"):
             cache_path, meta = self.feature_cache_path(split), self.feature_meta(split)
-            if features_complete(cache_path, meta):
+            if sharded_cache_complete(cache_path, meta):
                 log.info("reusing FPN features %s", cache_path)
                 continue
             if detector is None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from datamodules.augment import to_unit_range
-from datamodules.cache import CacheError, read_array_cache, read_cache_meta, write_array_cache
+from datamodules.cache import CacheError, ShardedArrayCache, sharded_cache_complete, write_sharded_cache
 from datamodules.cityscapes import NUM_CLASSES, CachedSequences, CityscapesSequenceDataModule
 from lightning_modules.semantic_segmenter import load_exported_segmenter, read_segmenter_export
 
@@ -47,7 +46,6 @@ log = logging.getLogger(__name__)
 
 SCORE_CACHE_KIND = "segmenter_scores"
 SCORE_CACHE_VERSION = 1
-MANIFEST_NAME = "manifest.npz"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 _HASH_CHUNK = 1 << 20
 
@@ -81,27 +79,6 @@ def score_cache_meta(segmenter_sha256: str, architecture: str, num_classes: int,
             "sequence_fingerprint": sequence_meta["fingerprint"]}
 
 
-def shard_path(cache_path: str | os.PathLike, shard: int) -> Path:
-    """File of shard number ``shard`` of the score cache directory ``cache_path``."""
-    return Path(cache_path) / f"shard_{shard:05d}.npz"
-
-
-def _shard_meta(meta: Mapping[str, Any], shard: int, start: int, stop: int) -> dict[str, Any]:
-    return {**meta, "shard": shard, "start": start, "stop": stop}
-
-
-def scores_complete(cache_path: str | os.PathLike, meta: Mapping[str, Any]) -> bool:
-    """Whether ``cache_path`` holds a finished extraction for ``meta``: ``False`` without a manifest.
-
-    A manifest made with other settings raises :class:`CacheError` naming the key and both values.
-    """
-    manifest = Path(cache_path) / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
-    read_cache_meta(manifest, meta)
-    return True
-
-
 @torch.no_grad()
 def _segment(segmenter: nn.Module, frames: torch.Tensor, num_classes: int, batch_size: int,
              device: torch.device) -> np.ndarray:
@@ -132,39 +109,26 @@ def extract_scores(segmenter: nn.Module, dataset: CachedSequences, cache_path: s
     extraction are kept; a shard or manifest with other metadata raises :class:`CacheError` (never overwritten,
     never mixed). Real Cityscapes at 128x256 takes 4.4 GB (val) and 26 GB (train); see the module docstring.
     """
-    if batch_size <= 0 or shard_size <= 0:
-        raise ValueError(f"batch_size and shard_size must be positive, got {batch_size} and {shard_size}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     if dataset.crop_size is not None:
         raise ValueError("scores are extracted from whole frames; open the dataset with crop_size=None")
-    cache_path, device = Path(cache_path), torch.device(device)
-    num_samples = len(dataset)
-    num_shards = math.ceil(num_samples / shard_size)
-    manifest_meta = {**meta, "num_samples": num_samples, "shard_size": shard_size, "num_shards": num_shards}
-    if scores_complete(cache_path, manifest_meta):
-        return cache_path
+    device = torch.device(device)
     frame_count, resolution = len(meta["frame_indices"]), tuple(meta["resolution"])
     segmenter.eval().to(device)
-    stops = []
-    for shard in range(num_shards):
-        start, stop = shard * shard_size, min(num_samples, (shard + 1) * shard_size)
-        stops.append(stop)
-        path, expected = shard_path(cache_path, shard), _shard_meta(manifest_meta, shard, start, stop)
-        if path.is_file():
-            read_cache_meta(path, expected)
-            continue
+
+    def score_shard(start: int, stop: int) -> dict[str, np.ndarray]:
         frames = dataset[torch.arange(start, stop)]["frames"]
         if frames.shape[1] != frame_count or tuple(frames.shape[-2:]) != resolution:
             raise ValueError(f"the dataset's frames have shape {tuple(frames.shape[1:])} but the score cache meta "
                              f"says {frame_count} frames at {resolution}")
         scores = _segment(segmenter, frames.flatten(0, 1), meta["num_classes"], batch_size, device)
-        write_array_cache(path, {"scores": scores.reshape(len(frames), frame_count, *scores.shape[1:])}, expected)
-        log.info("segmenter scores: shard %d/%d (snippets %d-%d) written to %s", shard + 1, num_shards, start,
-                 stop - 1, path)
-    write_array_cache(cache_path / MANIFEST_NAME, {"shard_stops": np.asarray(stops, dtype=np.int64)}, manifest_meta)
-    return cache_path
+        return {"scores": scores.reshape(len(frames), frame_count, *scores.shape[1:])}
+
+    return write_sharded_cache(cache_path, meta, len(dataset), shard_size, score_shard, "segmenter scores")
 
 
-class SegmentationScores:
+class SegmentationScores(ShardedArrayCache):
     """The memory-mapped score shards of one finished extraction, checked against ``expect_meta``.
 
     ``gather(indices, frame_positions, windows, size)`` returns float16 (B, T, C, h, w): for each sample the frames
@@ -172,42 +136,13 @@ class SegmentationScores:
     Like :class:`CachedSequences` the shards are reopened in each worker process rather than pickled.
     """
 
-    def __init__(self, cache_path: str | os.PathLike, expect_meta: Mapping[str, Any]) -> None:
-        self.cache_path = Path(cache_path)
-        self.expect_meta = dict(expect_meta)
-        self._shards: list[np.ndarray] | None = None
-        manifest_path = self.cache_path / MANIFEST_NAME
-        arrays, self.manifest_meta = read_array_cache(manifest_path, self.expect_meta)
-        self.shard_stops = arrays["shard_stops"]
-        self.shard_size = int(self.manifest_meta["shard_size"])
-
-    def _scores(self) -> list[np.ndarray]:
-        if self._shards is None:
-            shards, start = [], 0
-            for shard, stop in enumerate(self.shard_stops.tolist()):
-                expected = _shard_meta(self.manifest_meta, shard, start, stop)
-                arrays, _meta = read_array_cache(shard_path(self.cache_path, shard), expected, mmap=True)
-                shards.append(arrays["scores"])
-                start = stop
-            self._shards = shards
-        return self._shards
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_shards"] = None
-        return state
-
-    def __len__(self) -> int:
-        return int(self.manifest_meta["num_samples"])
-
     def gather(self, indices: np.ndarray, frame_positions: np.ndarray, windows: Sequence[tuple[int, int]],
                size: tuple[int, int]) -> np.ndarray:
-        shards = self._scores()
         height, width = size
         parts = []
         for index, (top, left) in zip(indices.tolist(), windows):
-            shard, offset = divmod(index, self.shard_size)
-            parts.append(shards[shard][offset, frame_positions, :, top:top + height, left:left + width])
+            shard, offset = self.locate(index)
+            parts.append(shard["scores"][offset, frame_positions, :, top:top + height, left:left + width])
         return np.stack(parts)
 
 
@@ -299,7 +234,7 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         segmenter = None
         for split in ("train", "val"):
             cache_path, meta = self.score_cache_path(split), self.score_meta(split)
-            if scores_complete(cache_path, meta):
+            if sharded_cache_complete(cache_path, meta):
                 log.info("reusing segmenter scores %s", cache_path)
                 continue
             if segmenter is None:

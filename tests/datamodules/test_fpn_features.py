@@ -10,16 +10,9 @@ import pytest
 import torch
 
 import datamodules.fpn_features as fpn_module
-from datamodules.cache import CacheError
+from datamodules.cache import MANIFEST_NAME, CacheError, shard_path, sharded_cache_complete
 from datamodules.cityscapes import CachedSequences
-from datamodules.fpn_features import (
-    MANIFEST_NAME,
-    FPNFeatureDataModule,
-    FPNFeatures,
-    extract_features,
-    features_complete,
-    shard_path,
-)
+from datamodules.fpn_features import FPNFeatureDataModule, FPNFeatures, extract_features
 from datamodules.segmentation_scores import file_sha256
 from lightning_modules.f2f_forecaster import F2FForecaster, cached_feature_key
 from lightning_modules.mask_rcnn_finetune import export_detector, load_exported_detector
@@ -94,7 +87,7 @@ def test_another_detectors_features_get_their_own_cache_and_are_refused_elsewher
     other.prepare_data()
     for split in ("train", "val"):
         assert other.feature_cache_path(split) != datamodule.feature_cache_path(split)
-        assert features_complete(other.feature_cache_path(split), other.feature_meta(split))
+        assert sharded_cache_complete(other.feature_cache_path(split), other.feature_meta(split))
 
     cache, other_meta = datamodule.feature_cache_path("val"), other.feature_meta("val")
     message = (f"'detector_sha256' is '{datamodule.detector_sha256()}' but '{other.detector_sha256()}' was "
@@ -130,7 +123,7 @@ def test_interrupted_extraction_resumes_after_its_finished_shards(datamodule, de
     with pytest.raises(KeyboardInterrupt):
         extract_features(detector, frames, cache, meta, batch_size=7, device="cpu", shard_size=1)
     assert sorted(path.name for path in cache.iterdir()) == ["shard_00000.npz"]
-    assert not features_complete(cache, meta)
+    assert not sharded_cache_complete(cache, meta)
     first_shard = shard_path(cache, 0).stat()
 
     resumed = KilledAfter(limit=100)

@@ -8,17 +8,14 @@ import torch
 from torch import nn
 
 from datamodules.augment import to_unit_range
-from datamodules.cache import CacheError, read_array_cache
+from datamodules.cache import MANIFEST_NAME, CacheError, read_array_cache, shard_path, sharded_cache_complete
 from datamodules.cityscapes import CachedSequences, CityscapesSequenceDataModule
 from datamodules.segmentation_scores import (
-    MANIFEST_NAME,
     SegmentationScoreDataModule,
     SegmentationScores,
     extract_scores,
     file_sha256,
     score_cache_meta,
-    scores_complete,
-    shard_path,
 )
 from lightning_modules.semantic_segmenter import SegmentationNetwork, export_segmenter
 
@@ -95,7 +92,7 @@ def test_extraction_writes_shards_then_manifest_and_resumes_after_a_kill(sequenc
         extract_scores(KilledAfter(limit=2 * frame_count), frames, cache, meta, batch_size=5, device="cpu",
                        shard_size=2)
     assert sorted(path.name for path in cache.iterdir()) == ["shard_00000.npz"]
-    assert not scores_complete(cache, meta)
+    assert not sharded_cache_complete(cache, meta)
     first_shard = shard_path(cache, 0).stat()
 
     segmenter = PixelwiseSegmenter()
@@ -103,7 +100,7 @@ def test_extraction_writes_shards_then_manifest_and_resumes_after_a_kill(sequenc
     assert segmenter.images_seen == frame_count
     assert shard_path(cache, 0).stat().st_mtime_ns == first_shard.st_mtime_ns
     assert sorted(path.name for path in cache.iterdir()) == [MANIFEST_NAME, "shard_00000.npz", "shard_00001.npz"]
-    assert scores_complete(cache, meta)
+    assert sharded_cache_complete(cache, meta)
 
     arrays, shard_meta = read_array_cache(shard_path(cache, 1), mmap=True)
     assert arrays["scores"].shape == (1, frame_count, 19, *SIZE) and arrays["scores"].dtype == np.float16
