@@ -1,5 +1,6 @@
 """The demo claims of the README, measured end to end on the procedural data (slow: `make test-slow`)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,15 @@ def test_fashion_canh_raises_classifier_entropy_over_gan(tmp_path: Path, monkeyp
     results = _table(tmp_path / "outputs" / "fashion" / "results.md")
     assert results["canh"]["shape entropy"] > results["gan"]["shape entropy"]
     assert results["canh"]["texture entropy"] > results["gan"]["texture entropy"]
+
+
+@pytest.mark.slow
+def test_joint_forecaster_beats_copy_last_on_mid_term_moving_objects(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    assert main(["joint", "--logger", "csv", "--configs", str(CONFIGS), "--demo-root", str(tmp_path / "demo")]) == 0
+    rows = {row["row"]: row for row in json.loads((tmp_path / "outputs" / "joint" / "results.json").read_text())}
+    model, copy = rows["distance maps (JointForecaster)"], rows["copy last frame (its objects)"]
+    assert model["mid/mo_miou"] > copy["mid/mo_miou"]
+    assert model["parameters_m"] < 1.0
