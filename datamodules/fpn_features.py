@@ -10,7 +10,7 @@ Only P5, P4 and P3 can be cached. A level of stride ``s`` holds ``256 x H/s x W/
 256 channels); at the paper's 1024x2048 in float16 that is 1 MiB (P5), 4 MiB (P4), 16 MiB (P3) and 64 MiB (P2,
 ``256 x 256 x 512`` values). Cityscapes train has 2,975 snippets of 7 cached frames, 20,825 maps per level:
 20.3 GiB (P5), 81.3 GiB (P4), 325 GiB (P3) and 1.27 TiB (P2), which would not fit on disk, so P2 (and every level
-not cached) is extracted on the fly. Val (500 snippets) adds 3,500 maps per level, a sixth more.
+not cached) is extracted on the fly. Only the train split is cached: validation runs the detector anyway.
 
 Layout of a feature cache (a directory)::
 
@@ -213,8 +213,8 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
     """:class:`CityscapesSequenceDataModule` batches plus the frozen detector's cached FPN features of their frames.
 
     ``prepare_data`` (rank 0) builds the sequence caches, then extracts the ``cached_levels`` features of every
-    cached frame of train and val with the exported detector ``detector_weights`` unless a finished extraction
-    exists (resuming an interrupted one); they go to
+    cached frame of the train split (validation always runs the detector) with the exported detector
+    ``detector_weights`` unless a finished extraction exists (resuming an interrupted one); they go to
     ``<cache_dir>/fpn_features_<split>_<h>x<w>_<levels>_<detector sha>_<sequences>``, so another detector, other
     levels or changed frames get a new directory (old ones are left for the user to delete). Batches gain
     ``features_<level>`` float16 (B, T, 256, h_l, w_l) for each cached level, the features of exactly the frames
@@ -269,10 +269,14 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
         return self.cache_dir / name
 
     def prepare_data(self) -> None:
-        """Build the sequence caches, then extract each split's features unless they are complete (rank 0)."""
+        """Build the sequence caches, then extract the train split's features unless they are complete (rank 0).
+
+        Only training reads cached features (validation runs the detector on the whole pyramid), so val is not
+        extracted: at Cityscapes' size that saves 72 GiB.
+        """
         super().prepare_data()
         detector = None
-        for split in ("train", "val"):
+        for split in ("train",):
             cache_path, meta = self.feature_cache_path(split), self.feature_meta(split)
             if sharded_cache_complete(cache_path, meta):
                 log.info("reusing FPN features %s", cache_path)
@@ -298,10 +302,9 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
         return FeatureSequences(sequences, features)
 
     def setup(self, stage: str | None = None) -> None:
-        """Open the sequence caches (see the parent) and pair each with its split's features."""
+        """Open the sequence caches (see the parent) and pair the training one with its features."""
         super().setup(stage)
         self.train_set = self._with_features(self.train_set, "train")
-        self.val_set = self._with_features(self.val_set, "val")
 
     def describe(self) -> dict[str, Any]:
         """The parent's summary plus the detector and levels the features come from."""
