@@ -117,7 +117,7 @@ def test_checkpoint_saved_with_compile_loads_without_it(aot_eager_compile, tmp_p
     trainer = _fit(compiled, tmp_path)
     path = tmp_path / "compiled.ckpt"
     trainer.save_checkpoint(path)
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, weights_only=True)
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
     assert checkpoint["hyper_parameters"]["compile_mode"] == "reduce-overhead"
 
