@@ -17,8 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import wandb
+
 from genforecast.cli import SuiteCLI
 from genforecast.demo_data.cli import ensure_demo_dataset
+from genforecast.loggers import SuiteWandbLogger
 
 STUDIES = {"fashion": "genforecast.studies.fashion", "framegan": "genforecast.studies.framegan",
            "segforecast": "genforecast.studies.segforecast", "f2f": "genforecast.studies.f2f",
@@ -42,6 +45,7 @@ def fit_and_validate(config_files: Sequence[str | Path], overrides: Sequence[str
     cli.run_stage()
     elapsed = time.perf_counter() - start
     results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
+    finish_wandb_run()
     parameters = sum(p.numel() for p in cli.model.parameters() if p.requires_grad)
     return {name: float(value) for name, value in results[0].items()} | {"train_seconds": elapsed,
                                                                          "parameters": float(parameters)}
@@ -50,7 +54,16 @@ def fit_and_validate(config_files: Sequence[str | Path], overrides: Sequence[str
 def validate(config_files: Sequence[str | Path], overrides: Sequence[str] = ()) -> dict[str, float]:
     """Run ``genforecast validate`` with these configs (pass ``--ckpt_path``); return its metrics."""
     cli = SuiteCLI("validate", [*(f"--config={path}" for path in config_files), *overrides])
-    return {name: float(value) for name, value in cli.run_stage()[0].items()}
+    results = cli.run_stage()
+    finish_wandb_run()
+    return {name: float(value) for name, value in results[0].items()}
+
+
+def finish_wandb_run() -> None:
+    """End the process's W&B run, if any. A study runs several stages in one process, and a new ``WandbLogger``
+    joins the run already in progress instead of starting its own, which would log every stage into the first."""
+    if wandb.run is not None:
+        wandb.finish()
 
 
 @dataclass
@@ -101,6 +114,42 @@ def forecast_rows(names: dict[str, str], short: dict[str, float], mid: dict[str,
             row["parameters_m"] = mid["parameters"] / 1e6
         rows.append(row)
     return rows
+
+
+Columns = list[tuple[str, str]]
+
+
+def _cell_value(value: object) -> object:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def log_tables_to_wandb(family: str, tables: dict[str, tuple[list[dict[str, object]], Columns]]) -> None:
+    """Log each table as a W&B Table in a ``results`` run of the family's group (job type ``study``), so the
+    results sit beside the runs they come from on the dashboard."""
+    logger = SuiteWandbLogger(name="results", group=family, job_type="study", tags=[family, "results"])
+    for key, (rows, columns) in tables.items():
+        logger.log_table(key=f"results/{key}", columns=[header for _, header in columns],
+                         data=[[_cell_value(row.get(name, "")) for name, _ in columns] for row in rows])
+    finish_wandb_run()
+
+
+def publish_results(args: argparse.Namespace, family: str, title: str,
+                    tables: dict[str, tuple[list[dict[str, object]], Columns]], note: str = "") -> Path:
+    """Print a study's tables under ``title``, write them to ``outputs/<family>/results.md`` and, with the W&B logger
+    preset, log them to W&B. ``tables`` maps a name (the table's heading when there are several) to its rows and
+    columns; ``note`` is printed under the title."""
+    texts = [markdown_table(rows, columns) for rows, columns in tables.values()]
+    if len(tables) > 1:
+        texts = [f"{name}:\n{text}" for name, text in zip(tables, texts)]
+    body = "\n\n".join(texts)
+    output = Path("outputs") / family / "results.md"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(body + "\n")
+    print(f"\n{title}{note}\n\n{body}")
+    print(f"\nwritten to {output}")
+    if args.logger == "wandb":
+        log_tables_to_wandb(family, tables)
+    return output
 
 
 def write_rows(family: str, rows: list[dict[str, object]]) -> Path:

@@ -1,42 +1,73 @@
 """``genforecast demo-data``: write the procedural demo datasets in the real datasets' on-disk layouts.
 
 Each dataset is written into a temporary sibling folder and renamed into place when complete, so an
-interrupted run never leaves a half-written dataset that a later run would take for a finished one.
+interrupted run never leaves a half-written dataset that a later run would take for a finished one. A stamp
+beside it (``.<folder>.json``: the writer's parameters and :data:`DEMO_DATA_VERSION`) marks it finished; a
+dataset whose stamp is missing or differs, written by an older suite, is rewritten rather than reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from genforecast.demo_data.cityscapes import write_cityscapes_sequences
+from genforecast.demo_data.cityscapes import DEMO_SEQUENCES_PER_SPLIT, write_cityscapes_sequences
 from genforecast.demo_data.fashion import write_fashion_catalogue
 from genforecast.demo_data.ucf101 import write_ucf101
 
-DatasetWriter = Callable[[Path], object]
+log = logging.getLogger(__name__)
 
-DATASETS: dict[str, tuple[str, DatasetWriter]] = {
-    "fashion": ("fashion_catalogue", lambda root: write_fashion_catalogue(root, images_per_combination=20)),
-    "cityscapes": ("cityscapes", lambda root: write_cityscapes_sequences(root)),
-    "ucf101": ("UCF101", lambda root: write_ucf101(root)),
+DatasetWriter = Callable[..., object]
+
+DEMO_DATA_VERSION = 2
+"""Bumped whenever a writer's output changes without its parameters changing, so stale demo sets get rewritten."""
+
+DATASETS: dict[str, tuple[str, DatasetWriter, dict[str, Any]]] = {
+    "fashion": ("fashion_catalogue", write_fashion_catalogue, {"images_per_combination": 20}),
+    "cityscapes": ("cityscapes", write_cityscapes_sequences, {"sequences_per_split": DEMO_SEQUENCES_PER_SPLIT}),
+    "ucf101": ("UCF101", write_ucf101, {}),
 }
+"""Demo dataset name -> (folder under the demo root, writer, the writer's keyword arguments)."""
+
+
+def demo_stamp_path(name: str, demo_root: str | Path) -> Path:
+    """The stamp that marks demo dataset ``name`` as completely written by this suite version."""
+    return Path(demo_root) / f".{DATASETS[name][0]}.json"
+
+
+def _stamp(name: str) -> dict[str, Any]:
+    return {"dataset": name, "version": DEMO_DATA_VERSION, "parameters": DATASETS[name][2]}
 
 
 def ensure_demo_dataset(name: str, demo_root: str | Path, force: bool = False) -> Path:
-    """Path of demo dataset ``name`` under ``demo_root``, writing it first if it is missing (or ``force``)."""
-    folder, writer = DATASETS[name]
+    """Path of demo dataset ``name`` under ``demo_root``, writing it first if it is missing, stale or ``force``."""
+    folder, writer, parameters = DATASETS[name]
     target = Path(demo_root) / folder
+    stamp_path = demo_stamp_path(name, demo_root)
     if target.exists() and not force:
-        return target
+        try:
+            if json.loads(stamp_path.read_text()) == json.loads(json.dumps(_stamp(name))):
+                return target
+        except (OSError, ValueError):
+            pass
+        log.warning("demo dataset %s was written by another suite version (stamp %s); rewriting it", target,
+                    stamp_path)
     staging = target.with_name(f".{folder}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
-    writer(staging)
+    writer(staging, **parameters)
+    stamp_path.unlink(missing_ok=True)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
+    partial_stamp = stamp_path.with_name(stamp_path.name + ".partial")
+    partial_stamp.write_text(json.dumps(_stamp(name), indent=1))
+    partial_stamp.replace(stamp_path)
     return target
 
 

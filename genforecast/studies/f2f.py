@@ -17,7 +17,7 @@ from genforecast.study import (
     FORECAST_COLUMNS,
     fit_and_validate,
     forecast_rows,
-    markdown_table,
+    publish_results,
     study_setup,
     validate,
     write_rows,
@@ -43,9 +43,6 @@ def run(args: argparse.Namespace) -> None:
                       "--model.init_args.horizon_steps=1"])
     rows = forecast_rows(ROWS, short, trained, trained="model")
     write_rows("f2f", rows)
-    table = markdown_table(rows, FORECAST_COLUMNS)
-    output = Path("outputs") / "f2f" / "results.md"
-    output.write_text(f"{table}\n")
-    print("\nF2F study (" + ("procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"])
-          + "), instance AP / AP50 and MO-mIoU in %\n\n" + table)
-    print(f"\nwritten to {output}")
+    source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
+    publish_results(args, "f2f", f"F2F study ({source}), instance AP / AP50 and MO-mIoU in %",
+                    {"forecasting": (rows, FORECAST_COLUMNS)})

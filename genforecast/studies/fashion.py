@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.study import fit_and_validate, markdown_table, study_setup
+from genforecast.study import fit_and_validate, publish_results, study_setup
 
 COLUMNS = [("variant", "variant"), ("val/shape_entropy", "shape entropy"), ("val/texture_entropy", "texture entropy"),
            ("val/shape_score", "shape score"), ("val/texture_score", "texture score"),
@@ -34,10 +34,5 @@ def run(args: argparse.Namespace) -> None:
         overlay = [configs / "fashion" / "demo" / "gan.yaml"] if demo else []
         metrics = fit_and_validate([*presets, configs / "fashion" / f"{variant}.yaml", *overlay], overrides)
         rows.append({"variant": variant, **metrics})
-    table = markdown_table(rows, COLUMNS)
-    output = Path("outputs") / "fashion" / "results.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table + "\n")
-    print("\nDesIGN study (" + ("procedural demo catalogue" if demo else os.environ["FASHION_CATALOGUE"]) + ")")
-    print(table)
-    print(f"\nwritten to {output}")
+    source = "procedural demo catalogue" if demo else os.environ["FASHION_CATALOGUE"]
+    publish_results(args, "fashion", f"DesIGN study ({source})", {"variants": (rows, COLUMNS)})

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from genforecast.study import fit_and_validate, markdown_table, study_setup
+from genforecast.study import fit_and_validate, publish_results, study_setup
 
 DEMO_VARIANTS = ["gdl_l1", "adv_gdl"]
 ALL_VARIANTS = ["single_scale_l2", "l2", "l1", "gdl_l1", "adv", "adv_gdl"]
@@ -43,11 +42,6 @@ def run(args: argparse.Namespace) -> None:
     for index, variant in enumerate(ALL_VARIANTS if args.all_variants else DEMO_VARIANTS):
         metrics = fit_and_validate([*presets, configs / "framegan" / f"{variant}.yaml", *overlay], overrides)
         rows += _rows(variant, metrics, with_baselines=index == 0)
-    tables = [f"moving areas:\n{markdown_table(rows, _columns('moving'))}",
-              f"full frames:\n{markdown_table(rows, _columns('full'))}"]
-    output = Path("outputs") / "framegan" / "results.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n\n".join(tables) + "\n")
-    print("\nMathieu et al. 2016 study (" + ("procedural UCF101-format demo" if demo else os.environ["UCF101_ROOT"])
-          + ")\n\n" + "\n\n".join(tables))
-    print(f"\nwritten to {output}")
+    source = "procedural UCF101-format demo" if demo else os.environ["UCF101_ROOT"]
+    publish_results(args, "framegan", f"Mathieu et al. 2016 study ({source})",
+                    {"moving areas": (rows, _columns("moving")), "full frames": (rows, _columns("full"))})

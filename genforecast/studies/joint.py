@@ -20,7 +20,7 @@ from genforecast.study import (
     FORECAST_COLUMNS,
     fit_and_validate,
     forecast_rows,
-    markdown_table,
+    publish_results,
     read_rows,
     study_setup,
     validate,
@@ -49,10 +49,7 @@ def run(args: argparse.Namespace) -> None:
     rows = forecast_rows(ROWS, short, mid, trained="model")
     write_rows("joint", rows)
     f2f_rows = read_rows("f2f")
-    table = markdown_table(f2f_rows + rows, FORECAST_COLUMNS)
-    output = Path("outputs") / "joint" / "results.md"
-    output.write_text(table + "\n")
     source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
     note = "" if f2f_rows else "\n(no F2F rows: run `make train-f2f` to add them)"
-    print(f"\nFuture instance and semantic segmentation ({source}), in %{note}\n\n{table}")
-    print(f"\nwritten to {output}")
+    publish_results(args, "joint", f"Future instance and semantic segmentation ({source}), in %",
+                    {"forecasting": (f2f_rows + rows, FORECAST_COLUMNS)}, note)

@@ -1,8 +1,9 @@
 """The S2S study: segmenter, then S2S autoregressive and AR fine-tuned, scored mid-term against copy and flow.
 
 Without ``CITYSCAPES_DATASET`` it writes the procedural Cityscapes-format demo set and trains the demo segmenter
-(``configs/segforecast/demo/``); the forecasters then train on its scores. The AR fine-tuned row starts from the
-autoregressive run's last checkpoint, as in the paper.
+(``configs/segforecast/demo/``); the forecasters then train on its scores, with the demo overlays
+(``forecaster.yaml`` for both runs, ``ar_finetune.yaml`` on top for the fine-tuning). The AR fine-tuned row
+starts from the autoregressive run's last checkpoint, as in the paper.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.study import fit_and_validate, markdown_table, study_setup
+from genforecast.study import fit_and_validate, publish_results, study_setup
 
 ROWS = {"copy_last": "copy last segmentation", "optical_flow": "optical-flow warp"}
 COLUMNS = [("row", "method"), ("miou_gt", "mIoU (GT)"), ("mo_miou_gt", "MO-mIoU (GT)"),
@@ -34,14 +35,10 @@ def run(args: argparse.Namespace) -> None:
     overlay = [configs / "segforecast" / "demo" / "forecaster.yaml"] if demo else []
     autoregressive = fit_and_validate([*presets, configs / "segforecast" / "s2s_ar.yaml", *overlay], overrides)
     checkpoint = Path("outputs") / "segforecast" / "s2s_ar" / "checkpoints" / "last.ckpt"
+    overlay += [configs / "segforecast" / "demo" / "ar_finetune.yaml"] if demo else []
     finetuned = fit_and_validate([*presets, configs / "segforecast" / "s2s_ar_finetune.yaml", *overlay],
                                  [*overrides, f"--model.init_args.init_weights={checkpoint}"])
     rows = [_row(name, predictor, autoregressive) for predictor, name in ROWS.items()]
     rows += [_row("S2S autoregressive", "model", autoregressive), _row("S2S AR fine-tuned", "model", finetuned)]
-    table = markdown_table(rows, COLUMNS)
-    output = Path("outputs") / "segforecast" / "results.md"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table + "\n")
-    print("\nS2S study, mid-term (" + ("procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"])
-          + "), in %\n\n" + table)
-    print(f"\nwritten to {output}")
+    source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
+    publish_results(args, "segforecast", f"S2S study, mid-term ({source}), in %", {"mid-term": (rows, COLUMNS)})

@@ -36,3 +36,15 @@ def test_joint_forecaster_beats_copy_last_on_mid_term_moving_objects(tmp_path: P
     model, copy = rows["distance maps (JointForecaster)"], rows["copy last frame (its objects)"]
     assert model["mid/mo_miou"] > copy["mid/mo_miou"]
     assert model["parameters_m"] < 1.0
+
+
+@pytest.mark.slow
+def test_s2s_ar_finetuned_beats_copy_last_on_mid_term_moving_objects(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    monkeypatch.delenv("CITYSCAPES_SEGMENTER", raising=False)
+    assert main(["segforecast", "--logger", "csv", "--configs", str(CONFIGS),
+                 "--demo-root", str(tmp_path / "demo")]) == 0
+    results = _table(tmp_path / "outputs" / "segforecast" / "results.md")
+    assert results["S2S AR fine-tuned"]["MO-mIoU (GT)"] > results["copy last segmentation"]["MO-mIoU (GT)"]

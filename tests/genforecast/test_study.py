@@ -1,11 +1,16 @@
 """The study runner trains the classifier and the variants through the real CLI and writes the results table."""
 
+import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import CONFIGS
 
-from genforecast.study import main
+from genforecast import study
+from genforecast.loggers import SuiteWandbLogger
+from genforecast.study import main, publish_results
 
 TINY = ["--override=--data.init_args.batch_size=8", "--override=--trainer.max_steps=4",
         "--override=--trainer.max_epochs=1", "--override=--trainer.val_check_interval=2"]
@@ -23,3 +28,50 @@ def test_fashion_study_prints_results_table(fashion_catalogue: Path, monkeypatch
         assert f"| {variant} |" in out
     assert (tmp_path / "outputs" / "fashion" / "results.md").is_file()
     assert (tmp_path / "outputs" / "fashion" / "classifier" / "classifier.pt").is_file()
+
+
+def test_publish_results_writes_prints_and_logs_each_table_to_wandb(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path, capsys):
+    monkeypatch.chdir(tmp_path)
+    logged = {}
+    monkeypatch.setattr(SuiteWandbLogger, "log_table",
+                        lambda self, key, columns, data: logged.update({key: (columns, data)}))
+    rows = [{"row": "copy", "miou": 0.12345}, {"row": "model", "miou": 0.5}]
+    columns = [("row", "method"), ("miou", "mIoU")]
+    args = argparse.Namespace(logger="wandb")
+    output = publish_results(args, "demo", "Demo study", {"short": (rows, columns), "mid": (rows[:1], columns)})
+    assert output == Path("outputs") / "demo" / "results.md"
+    text = output.read_text()
+    assert text.startswith("short:\n| method | mIoU |") and "mid:\n" in text and "| copy | 0.123 |" in text
+    assert "Demo study" in capsys.readouterr().out
+    assert logged == {"results/short": (["method", "mIoU"], [["copy", 0.123], ["model", 0.5]]),
+                      "results/mid": (["method", "mIoU"], [["copy", 0.123]])}
+
+
+def test_publish_results_logs_nothing_with_the_csv_logger(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(SuiteWandbLogger, "__init__", lambda *args, **kwargs: pytest.fail("W&B run started"))
+    publish_results(argparse.Namespace(logger="csv"), "demo", "Demo study",
+                    {"only": ([{"row": "copy"}], [("row", "method")])})
+    assert (tmp_path / "outputs" / "demo" / "results.md").read_text() == "| method |\n|---|\n| copy |\n"
+
+
+def test_each_stage_ends_its_wandb_run(monkeypatch: pytest.MonkeyPatch):
+    """Without it a study's second stage would log into the first stage's run (a new WandbLogger joins it)."""
+    finished = []
+
+    class FakeCLI:
+        def __init__(self, subcommand, args):
+            self.model = torch.nn.Linear(2, 1)
+            self.datamodule = None
+            self.trainer = SimpleNamespace(validate=lambda *a, **k: [{"val/loss": 1.0}])
+
+        def run_stage(self):
+            return [{"val/loss": 2.0}]
+
+    monkeypatch.setattr(study, "SuiteCLI", FakeCLI)
+    monkeypatch.setattr(study.wandb, "run", object())
+    monkeypatch.setattr(study.wandb, "finish", lambda: finished.append(True))
+    assert study.fit_and_validate(["a.yaml"])["parameters"] == 3.0
+    assert study.validate(["a.yaml"]) == {"val/loss": 2.0}
+    assert len(finished) == 2
