@@ -4,7 +4,9 @@ Without ``CITYSCAPES_DATASET`` it writes the procedural Cityscapes-format demo s
 (the same ``MaskRCNNFinetune`` code with a lighter backbone) and a narrow F2F with all levels trained jointly
 (``configs/f2f/demo/``), then scores the one forecaster mid-term (3 autoregressive steps) and short-term (one
 step) on the validation sequences. With ``CITYSCAPES_DATASET`` and ``F2F_DETECTOR`` set it runs the paper's
-configs; the full schedule (P5, P4, P3, P2, AR fine-tuning) is ``configs/f2f/{p5,p4,p3,p2,ar_finetune}.yaml``.
+schedule, ``configs/f2f/{p5,p4,p3,p2,ar_finetune}.yaml`` in order, and scores the AR fine-tuned model. There a
+stage with a ``last.ckpt`` is resumed from it (``--ckpt_path``): a killed study picks up where it stopped and a
+finished stage returns at once; delete ``outputs/f2f/<stage>`` to retrain one. The demo always retrains.
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ from genforecast.study import (
     write_rows,
 )
 
+SCHEDULE = ("p5", "p4", "p3", "p2", "ar_finetune")
+"""The paper's stages on real data, each initialised from the previous one's last checkpoint (see the configs)."""
+
 ROWS = {"model": "F2F (forecast features)", "copy_last": "copy last frame (detector)",
         "optical_flow": "optical-flow warp (detector masks)", "oracle": "oracle (detector on target)"}
+
+
+def _last_checkpoint(variant: str) -> Path:
+    return Path("outputs") / "f2f" / variant / "checkpoints" / "last.ckpt"
 
 
 def run(args: argparse.Namespace) -> None:
@@ -34,12 +43,16 @@ def run(args: argparse.Namespace) -> None:
     if not detector.is_file():
         overlay = [configs / "f2f" / "demo" / "detector.yaml"] if demo else []
         fit_and_validate([*presets, configs / "f2f" / "detector.yaml", *overlay], overrides)
-    forecaster = [configs / "f2f" / ("ar_finetune.yaml" if not demo else "p5.yaml")]
-    overlay = [configs / "f2f" / "demo" / "f2f.yaml"] if demo else []
-    trained = fit_and_validate([*presets, *forecaster, *overlay], overrides)
-    checkpoint = Path("outputs") / "f2f" / ("demo_all_levels" if demo else "ar_finetune") / "checkpoints" / "last.ckpt"
-    short = validate([*presets, *forecaster, *overlay],
-                     [*overrides, f"--ckpt_path={checkpoint}", "--data.init_args.horizon=short",
+    if demo:
+        stages = [("demo_all_levels", [configs / "f2f" / "p5.yaml", configs / "f2f" / "demo" / "f2f.yaml"])]
+    else:
+        stages = [(stage, [configs / "f2f" / f"{stage}.yaml"]) for stage in SCHEDULE]
+    for variant, stage_configs in stages:
+        resume = [f"--ckpt_path={_last_checkpoint(variant)}"] if not demo and _last_checkpoint(variant).is_file() else []
+        trained = fit_and_validate([*presets, *stage_configs], [*overrides, *resume])
+    final_variant, final_configs = stages[-1]
+    short = validate([*presets, *final_configs],
+                     [*overrides, f"--ckpt_path={_last_checkpoint(final_variant)}", "--data.init_args.horizon=short",
                       "--model.init_args.horizon_steps=1"])
     rows = forecast_rows(ROWS, short, trained, trained="model")
     write_rows("f2f", rows)

@@ -10,6 +10,7 @@ from conftest import CONFIGS
 
 from genforecast import study
 from genforecast.loggers import SuiteWandbLogger
+from genforecast.studies import f2f as f2f_study
 from genforecast.study import main, publish_results
 
 TINY = ["--override=--data.init_args.batch_size=8", "--override=--trainer.max_steps=4",
@@ -75,3 +76,27 @@ def test_each_stage_ends_its_wandb_run(monkeypatch: pytest.MonkeyPatch):
     assert study.fit_and_validate(["a.yaml"])["parameters"] == 3.0
     assert study.validate(["a.yaml"]) == {"val/loss": 2.0}
     assert len(finished) == 2
+
+
+def test_f2f_study_on_real_data_runs_the_paper_schedule_and_resumes_its_stages(
+        cityscapes_demo: Path, detector_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CITYSCAPES_DATASET", str(cityscapes_demo))
+    monkeypatch.setenv("F2F_DETECTOR", str(detector_weights))
+    tiny = ["--data.init_args.resolution=[64, 128]", "--data.init_args.batch_size=2",
+            "--data.init_args.val_batch_size=2", "--model.init_args.width_multiplier=0.03125",
+            "--model.init_args.max_detections=5", "--trainer.max_epochs=1", "--trainer.max_steps=1"]
+    command = ["f2f", "--logger", "csv", "--configs", str(CONFIGS), *(f"--override={arg}" for arg in tiny)]
+    assert main(command) == 0
+    for stage in f2f_study.SCHEDULE:
+        assert (tmp_path / "outputs" / "f2f" / stage / "checkpoints" / "last.ckpt").is_file()
+    assert "| F2F (forecast features) |" in capsys.readouterr().out
+
+    fitted = []
+    monkeypatch.setattr(f2f_study, "fit_and_validate",
+                        lambda configs, overrides: fitted.append((Path(configs[-1]).stem, overrides[-1]))
+                        or {"train_seconds": 0.0, "parameters": 0.0})
+    monkeypatch.setattr(f2f_study, "validate", lambda configs, overrides: {})
+    assert main(command) == 0
+    assert fitted == [(stage, f"--ckpt_path={Path('outputs') / 'f2f' / stage / 'checkpoints' / 'last.ckpt'}")
+                      for stage in f2f_study.SCHEDULE]
