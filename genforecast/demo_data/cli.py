@@ -3,7 +3,8 @@
 Each dataset is written into a temporary sibling folder and renamed into place when complete, so an
 interrupted run never leaves a half-written dataset that a later run would take for a finished one. A stamp
 beside it (``.<folder>.json``: the writer's parameters and :data:`DEMO_DATA_VERSION`) marks it finished; a
-dataset whose stamp is missing or differs, written by an older suite, is rewritten rather than reused.
+dataset whose stamp differs, written by another suite version, is rewritten rather than reused. A folder without
+a stamp is used as it is, with a warning: it may be data someone put there, and nothing is deleted unasked.
 """
 
 from __future__ import annotations
@@ -50,10 +51,14 @@ def ensure_demo_dataset(name: str, demo_root: str | Path, force: bool = False) -
     target = Path(demo_root) / folder
     stamp_path = demo_stamp_path(name, demo_root)
     if target.exists() and not force:
+        if not stamp_path.is_file():
+            log.warning("%s has no demo stamp (%s): it is used as it is, since it may not be generated data; "
+                        "`genforecast demo-data --only %s --force` rewrites it", target, stamp_path, name)
+            return target
         try:
             if json.loads(stamp_path.read_text()) == json.loads(json.dumps(_stamp(name))):
                 return target
-        except (OSError, ValueError):
+        except ValueError:
             pass
         log.warning("demo dataset %s was written by another suite version (stamp %s); rewriting it", target,
                     stamp_path)

@@ -1,4 +1,4 @@
-"""``ensure_demo_dataset`` writes a demo set once, marks it with a stamp, and rewrites stale or unmarked sets."""
+"""``ensure_demo_dataset`` writes a demo set once, marks it with a stamp, rewrites stale sets, keeps unmarked ones."""
 
 import json
 from pathlib import Path
@@ -32,15 +32,22 @@ def test_writes_once_then_reuses_the_stamped_set(tmp_path: Path, counting_writer
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_rewrites_a_set_from_another_version_or_without_stamp(tmp_path: Path, counting_writer: list[dict],
-                                                              monkeypatch: pytest.MonkeyPatch):
+def test_rewrites_a_set_written_by_another_version(tmp_path: Path, counting_writer: list[dict],
+                                                    monkeypatch: pytest.MonkeyPatch):
     root = ensure_demo_dataset("toy", tmp_path)
     monkeypatch.setattr(cli, "DEMO_DATA_VERSION", cli.DEMO_DATA_VERSION + 1)
     ensure_demo_dataset("toy", tmp_path)
     assert len(counting_writer) == 2 and (root / "frames" / "0.txt").read_text() == "2"
-    demo_stamp_path("toy", tmp_path).unlink()
-    ensure_demo_dataset("toy", tmp_path)
-    assert len(counting_writer) == 3 and demo_stamp_path("toy", tmp_path).is_file()
+    assert json.loads(demo_stamp_path("toy", tmp_path).read_text())["version"] == cli.DEMO_DATA_VERSION
+
+
+def test_keeps_an_unstamped_folder_and_says_how_to_rewrite_it(tmp_path: Path, counting_writer: list[dict],
+                                                             caplog: pytest.LogCaptureFixture):
+    (tmp_path / "toy_set").mkdir()
+    (tmp_path / "toy_set" / "mine.txt").write_text("not generated")
+    assert ensure_demo_dataset("toy", tmp_path) == tmp_path / "toy_set"
+    assert counting_writer == [] and (tmp_path / "toy_set" / "mine.txt").is_file()
+    assert "--only toy --force" in caplog.text
 
 
 def test_force_rewrites_a_current_set(tmp_path: Path, counting_writer: list[dict]):
