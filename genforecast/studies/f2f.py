@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         stages = [(stage, [configs / "f2f" / f"{stage}.yaml"]) for stage in SCHEDULE]
     for variant, stage_configs in stages:
-        resume = [f"--ckpt_path={_last_checkpoint(variant)}"] if not demo and _last_checkpoint(variant).is_file() else []
+        last = _last_checkpoint(variant)
+        resume = [f"--ckpt_path={last}"] if not demo and last.is_file() else []
         trained = fit_and_validate([*presets, *stage_configs], [*overrides, *resume])
     final_variant, final_configs = stages[-1]
     short = validate([*presets, *final_configs],
