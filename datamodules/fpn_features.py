@@ -1,4 +1,4 @@
-"""Cached FPN features of the frozen F2F detector for the coarse pyramid levels (Luc et al. 2018).
+"""Cached FPN features of the frozen F2F detector (Luc et al. 2018).
 
 The F2F forecaster trains on the FPN features of a frozen Mask R-CNN. Extracting them on the fly costs a detector
 backbone pass over every frame of every step; :func:`extract_features` runs the exported detector once over every
@@ -6,11 +6,13 @@ cached frame of a split (bfloat16 autocast on CUDA, as :meth:`lightning_modules.
 the chosen levels as float16; :class:`FPNFeatureDataModule` serves them with the frames as ``features_<level>``
 and the forecaster's ``training_step`` then skips the detector.
 
-Only P5, P4 and P3 can be cached. A level of stride ``s`` holds ``256 x H/s x W/s`` values per frame (the FPN has
-256 channels); at the paper's 1024x2048 in float16 that is 1 MiB (P5), 4 MiB (P4), 16 MiB (P3) and 64 MiB (P2,
-``256 x 256 x 512`` values). Cityscapes train has 2,975 snippets of 7 cached frames, 20,825 maps per level:
-20.3 GiB (P5), 81.3 GiB (P4), 325 GiB (P3) and 1.27 TiB (P2), which would not fit on disk, so P2 (and every level
-not cached) is extracted on the fly. Only the train split is cached: validation runs the detector anyway.
+A cache must fit ``max_cache_gib`` (:func:`feature_cache_bytes`), checked before anything is written. A level of
+stride ``s`` holds ``256 x H/s x W/s`` values per frame (the FPN has 256 channels); at the paper's 1024x2048 in
+float16 that is 1 MiB (P5), 4 MiB (P4), 16 MiB (P3) and 64 MiB (P2, ``256 x 256 x 512`` values). Cityscapes train
+has 2,975 snippets of 7 cached frames, 20,825 maps per level: 20.3 GiB (P5), 81.3 GiB (P4), 325 GiB (P3) and
+1.27 TiB (P2). The default limit of 512 GiB admits the coarse levels (427 GiB) and refuses P2, which the forecaster
+then extracts on the fly; at the CPU demo's 128x256 all four levels of its 18 snippets take 167 MiB and are cached.
+Only the train split is cached: validation runs the detector anyway.
 
 Layout of a feature cache (a directory)::
 
@@ -49,14 +51,14 @@ log = logging.getLogger(__name__)
 
 FEATURE_CACHE_KIND = "fpn_features"
 FEATURE_CACHE_VERSION = 1
-CACHEABLE_LEVELS = ("p5", "p4", "p3")
-"""The levels a feature cache may hold, coarse to fine (P2 is refused: see the module docstring)."""
+CACHEABLE_LEVELS = ("p5", "p4", "p3", "p2")
+"""The levels a feature cache may hold, coarse to fine (within ``max_cache_gib``: see the module docstring)."""
+DEFAULT_MAX_CACHE_GIB = 512.0
+"""Admits Cityscapes' P5, P4 and P3 at 1024x2048 (427 GiB) and refuses its P2 (1.27 TiB more)."""
 FEATURE_SHARD_SIZE = 32
 """Snippets per shard: at 1024x2048, 32 snippets x 7 frames of P5+P4+P3 are 4.6 GiB held during extraction."""
 PADDING_MULTIPLE = 32
 """The detector's transform pads frames to a multiple of this before the backbone."""
-PAPER_RESOLUTION = (1024, 2048)
-CITYSCAPES_TRAIN_SNIPPETS = 2975
 
 
 def feature_map_shape(level: str, resolution: tuple[int, int]) -> tuple[int, int, int]:
@@ -79,26 +81,35 @@ def _format_bytes(count: int) -> str:
     return f"{parts[0]} ({parts[1]})"
 
 
-def p2_cache_refusal(frames_per_snippet: int) -> str:
-    """Why P2 features are not cached, with the disk arithmetic for Cityscapes train at the paper's resolution."""
-    height, width = PAPER_RESOLUTION
-    maps = CITYSCAPES_TRAIN_SNIPPETS * frames_per_snippet
-    channels, p2_height, p2_width = feature_map_shape("p2", PAPER_RESOLUTION)
-    map_bytes = channels * p2_height * p2_width * 2
-    coarser = ", ".join(f"{level.upper()}: {_format_bytes(maps * 2 * math.prod(feature_map_shape(level, PAPER_RESOLUTION)))}"
-                        for level in ("p3", "p4", "p5"))
-    return (f"P2 features cannot be cached: at {height}x{width} one P2 map is {channels} x {p2_height} x {p2_width} "
-            f"values ({channels} channels at stride 4) = {_format_bytes(map_bytes)} in float16, and the "
-            f"{CITYSCAPES_TRAIN_SNIPPETS:,} Cityscapes training snippets x {frames_per_snippet} cached frames = "
-            f"{maps:,} maps need {_format_bytes(maps * map_bytes)} ({coarser}). Cache a subset of "
-            f"{list(CACHEABLE_LEVELS)}; P2 is extracted on the fly by the forecaster.")
+def feature_cache_bytes(levels: Sequence[str], resolution: tuple[int, int], snippets: int,
+                        frames_per_snippet: int) -> dict[str, int]:
+    """Bytes of each level's float16 features for ``snippets`` x ``frames_per_snippet`` frames of ``resolution``."""
+    return {level: snippets * frames_per_snippet * 2 * math.prod(feature_map_shape(level, resolution))
+            for level in levels}
 
 
-def cacheable_levels(levels: Sequence[str], frames_per_snippet: int) -> tuple[str, ...]:
-    """``levels`` in the canonical coarse-to-fine order; ``ValueError`` for P2 (with the arithmetic), unknown levels,
-    duplicates or none."""
-    if "p2" in levels:
-        raise ValueError(p2_cache_refusal(frames_per_snippet))
+def cache_size_refusal(levels: Sequence[str], resolution: tuple[int, int], snippets: int, frames_per_snippet: int,
+                       max_cache_gib: float) -> str | None:
+    """Why a feature cache of ``levels`` would exceed ``max_cache_gib``, with the disk arithmetic; None if it fits."""
+    sizes = feature_cache_bytes(levels, resolution, snippets, frames_per_snippet)
+    if sum(sizes.values()) <= max_cache_gib * 2 ** 30:
+        return None
+    maps = snippets * frames_per_snippet
+    height, width = resolution
+    per_level = []
+    for level, size in sizes.items():
+        channels, level_height, level_width = feature_map_shape(level, resolution)
+        per_level.append(f"{level.upper()} {channels} x {level_height} x {level_width} values per map, "
+                         f"{_format_bytes(size)}")
+    return (f"a feature cache of {'/'.join(level.upper() for level in levels)} at {height}x{width} would take "
+            f"{_format_bytes(sum(sizes.values()))} in float16, over max_cache_gib = {max_cache_gib:g}: "
+            f"{snippets:,} training snippets x {frames_per_snippet} cached frames = {maps:,} maps per level "
+            f"({'; '.join(per_level)}). Cache fewer levels (the forecaster extracts the others on the fly) or "
+            f"raise max_cache_gib if the disk holds it.")
+
+
+def cacheable_levels(levels: Sequence[str]) -> tuple[str, ...]:
+    """``levels`` in the canonical coarse-to-fine order; ``ValueError`` for unknown levels, duplicates or none."""
     unknown = sorted(set(levels) - set(CACHEABLE_LEVELS))
     if unknown or not levels or len(set(levels)) != len(levels):
         raise ValueError(f"cached_levels must be distinct levels among {list(CACHEABLE_LEVELS)}, got {list(levels)}")
@@ -224,7 +235,9 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
 
     Args:
         detector_weights: file exported by :class:`lightning_modules.mask_rcnn_finetune.MaskRCNNFinetune`.
-        cached_levels: any of ``p5``, ``p4``, ``p3``; ``p2`` is refused with the disk arithmetic (module docstring).
+        cached_levels: any of ``p5``, ``p4``, ``p3``, ``p2``.
+        max_cache_gib: the largest train feature cache to write; a larger one is refused in ``prepare_data``,
+            before anything is extracted, with the disk arithmetic (default: see :data:`DEFAULT_MAX_CACHE_GIB`).
         extraction_batch_size: frames per detector forward pass during extraction.
         extraction_device: ``"auto"`` (CUDA when available, else CPU) or a torch device string.
         crop_size: must be ``None``: features are cached for whole frames and are not cropped.
@@ -233,14 +246,15 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
 
     def __init__(self, root: str, detector_weights: str, cached_levels: Sequence[str] = ("p5", "p4"),
                  extraction_batch_size: int = 8, extraction_device: str = "auto", crop_size: int | None = None,
-                 **kwargs: Any) -> None:
+                 max_cache_gib: float = DEFAULT_MAX_CACHE_GIB, **kwargs: Any) -> None:
         if crop_size is not None:
             raise ValueError(f"crop_size is {crop_size}, but cached FPN features are of whole frames and feature crops "
                              "are not supported; set crop_size: null (the F2F configs train on whole frames)")
         super().__init__(root, crop_size=None, **kwargs)
         if extraction_batch_size <= 0:
             raise ValueError(f"extraction_batch_size must be positive, got {extraction_batch_size}")
-        self.cached_levels = cacheable_levels(list(cached_levels), len(self.cached_indices))
+        self.cached_levels = cacheable_levels(list(cached_levels))
+        self.max_cache_gib = max_cache_gib
         self.detector_weights = Path(detector_weights)
         self.extraction_batch_size = extraction_batch_size
         self.extraction_device = extraction_device
@@ -272,8 +286,12 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
         """Build the sequence caches, then extract the train split's features unless they are complete (rank 0).
 
         Only training reads cached features (validation runs the detector on the whole pyramid), so val is not
-        extracted: at Cityscapes' size that saves 72 GiB.
+        extracted: at Cityscapes' size that saves 72 GiB. A cache over ``max_cache_gib`` is refused first.
         """
+        refusal = cache_size_refusal(self.cached_levels, self.resolution, len(self.samples("train")),
+                                     len(self.cached_indices), self.max_cache_gib)
+        if refusal is not None:
+            raise ValueError(refusal)
         super().prepare_data()
         detector = None
         for split in ("train",):

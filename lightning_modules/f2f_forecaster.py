@@ -10,12 +10,13 @@ P3 initialised from P5, P2 last, then AR fine-tuning) is a sequence of runs sele
 ``init_weights`` / ``initialise_levels_from`` (see ``configs/f2f/``).
 
 Features are extracted on the fly from the cached frames (bf16 autocast on GPUs), or, for training, read from the
-batch: :class:`datamodules.FPNFeatureDataModule` caches the coarse levels P5, P4 and P3 once as float16 and adds them
-to batches as ``features_<level>`` (see :func:`cached_feature_key`); when they cover every level of ``train_levels``
-``training_step`` skips the detector. P2 is never cached: at the paper's 1024x2048 a P2 map is 256 channels x
-256 x 512 values, 64 MiB in fp16 per frame, and the 2,975 training sequences x 7 frames would need 1.27 TiB
-(1.40 TB), against 325 GiB for P3, 81 GiB for P4 and 20 GiB for P5. Validation always runs the detector: detection
-needs the whole pyramid of the target frame and the baselines run it on real frames.
+batch: :class:`datamodules.FPNFeatureDataModule` caches chosen levels once as float16 and adds them to batches as
+``features_<level>`` (see :func:`cached_feature_key`); when they cover every level of ``train_levels``
+``training_step`` skips the detector. On Cityscapes at the paper's 1024x2048 only the coarse levels fit a disk: a
+P2 map is 256 channels x 256 x 512 values, 64 MiB in fp16 per frame, and the 2,975 training sequences x 7 frames
+would need 1.27 TiB (1.40 TB), against 325 GiB for P3, 81 GiB for P4 and 20 GiB for P5; the CPU demo's 128x256
+caches all four levels (167 MiB). Validation always runs the detector: detection needs the whole pyramid of the
+target frame and the baselines run it on real frames.
 
 Evaluation on the annotated target frame, as the paper: Cityscapes instance AP (0.5:0.95) and AP50 over the 8
 classes, and the semantic conversion (instances with score >= 0.5 painted in ascending score order) scored with
@@ -72,9 +73,9 @@ def semantic_from_instances(predictions: list[dict[str, torch.Tensor]], size: tu
 class F2FForecaster(L.LightningModule):
     """Forecasts the FPN features of a frozen Mask R-CNN (see the module docstring).
 
-    Training batches with ``features_<level>`` for every trained level (cached P5/P4/P3, see
-    :class:`datamodules.FPNFeatureDataModule`) train on those without running the detector; P2 is always extracted
-    on the fly, as is everything in validation.
+    Training batches with ``features_<level>`` for every trained level (see :class:`datamodules.FPNFeatureDataModule`)
+    train on those without running the detector; other levels are extracted on the fly, as is everything in
+    validation.
 
     Args:
         detector_weights: file exported by :class:`MaskRCNNFinetune`.

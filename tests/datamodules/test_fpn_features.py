@@ -1,4 +1,4 @@
-"""Cached coarse-level FPN features of the F2F detector: equal to on-the-fly extraction, refused when stale, resumable."""
+"""Cached FPN features of the F2F detector: equal to on-the-fly extraction, size-checked, refused when stale, resumable."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import torch
 import datamodules.fpn_features as fpn_module
 from datamodules.cache import MANIFEST_NAME, CacheError, shard_path, sharded_cache_complete
 from datamodules.cityscapes import CachedSequences
-from datamodules.fpn_features import FPNFeatureDataModule, FPNFeatures, extract_features
+from datamodules.fpn_features import FPNFeatureDataModule, FPNFeatures, cache_size_refusal, extract_features
 from datamodules.segmentation_scores import file_sha256
 from lightning_modules.f2f_forecaster import F2FForecaster, cached_feature_key
 from lightning_modules.mask_rcnn_finetune import export_detector, load_exported_detector
 from networks.detector import build_mask_rcnn, fpn_features
 
 SIZE = (64, 128)
-LEVELS = ("p5", "p4", "p3")
+LEVELS = ("p5", "p4", "p3", "p2")
 
 
 class KilledAfter:
@@ -65,7 +65,7 @@ def test_cached_features_equal_the_forecasters_own_extraction(datamodule, detect
     torch.manual_seed(0)
     model = F2FForecaster(str(detector_weights), width_multiplier=1 / 32)
     sha256 = file_sha256(detector_weights)
-    assert datamodule.feature_cache_path("train").name.startswith(f"fpn_features_train_64x128_p5p4p3_{sha256[:12]}_")
+    assert datamodule.feature_cache_path("train").name.startswith(f"fpn_features_train_64x128_p5p4p3p2_{sha256[:12]}_")
     assert not any(key.startswith("features_") for key in next(iter(datamodule.val_dataloader())))
     for batch in list(datamodule.train_dataloader()):
         assert batch["frames"].shape == (1, 5, 3, *SIZE)
@@ -102,10 +102,20 @@ def test_another_detectors_features_get_their_own_cache_and_are_refused_elsewher
     assert not np.array_equal(ours["p5"], theirs["p5"])
 
 
-def test_p2_and_crops_are_refused_with_the_reason(cityscapes_demo: Path, detector_weights: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match=r"one P2 map is 256 x 256 x 512 values .* = 64\.0 MiB .* 2,975 Cityscapes "
-                                         r"training snippets x 7 cached frames = 20,825 maps need 1\.27 TiB"):
-        make_datamodule(cityscapes_demo, detector_weights, tmp_path, cached_levels=["p4", "p2"])
+def test_a_cache_over_the_size_limit_is_refused_with_the_disk_arithmetic():
+    paper = {"resolution": (1024, 2048), "snippets": 2975, "frames_per_snippet": 7}
+    assert cache_size_refusal(("p5", "p4", "p3"), **paper, max_cache_gib=512) is None
+    refusal = cache_size_refusal(("p5", "p4", "p3", "p2"), **paper, max_cache_gib=512)
+    assert "2,975 training snippets x 7 cached frames = 20,825 maps per level" in refusal
+    assert "P2 256 x 256 x 512 values per map, 1.27 TiB (1.40 TB)" in refusal
+    assert "P3 256 x 128 x 256 values per map, 325 GiB" in refusal and "P5 256 x 32 x 64 values per map, 20.3 GiB" in refusal
+    demo = {"resolution": (128, 256), "snippets": 18, "frames_per_snippet": 7}
+    assert cache_size_refusal(("p5", "p4", "p3", "p2"), **demo, max_cache_gib=0.164) is None  # 167.3 MiB
+    assert "167 MiB" in cache_size_refusal(("p5", "p4", "p3", "p2"), **demo, max_cache_gib=0.163)
+
+
+def test_bad_levels_crops_and_oversized_caches_are_refused_with_the_reason(cityscapes_demo: Path,
+                                                                          detector_weights: Path, tmp_path: Path):
     for levels in (["p6"], [], ["p5", "p5"]):
         with pytest.raises(ValueError, match="cached_levels must be distinct levels among"):
             make_datamodule(cityscapes_demo, detector_weights, tmp_path, cached_levels=levels)
@@ -113,6 +123,11 @@ def test_p2_and_crops_are_refused_with_the_reason(cityscapes_demo: Path, detecto
         make_datamodule(cityscapes_demo, detector_weights, tmp_path, crop_size=32)
     assert make_datamodule(cityscapes_demo, detector_weights, tmp_path, cached_levels=["p3", "p5"]).cached_levels \
         == ("p5", "p3")
+    oversized = make_datamodule(cityscapes_demo, detector_weights, tmp_path / "cache", max_cache_gib=1e-4)
+    with pytest.raises(ValueError, match=r"P5/P4/P3/P2 at 64x128 would take .* over max_cache_gib = 0\.0001: "
+                                         r"2 training snippets x 7 cached frames"):
+        oversized.prepare_data()
+    assert not (tmp_path / "cache").exists()
 
 
 def test_interrupted_extraction_resumes_after_its_finished_shards(datamodule, detector_weights: Path,
@@ -142,7 +157,7 @@ def test_interrupted_extraction_resumes_after_its_finished_shards(datamodule, de
 def test_forecaster_trains_on_cached_features_without_the_detector(datamodule, detector_weights: Path,
                                                                    tmp_path: Path, monkeypatch):
     torch.manual_seed(0)
-    model = F2FForecaster(str(detector_weights), train_levels=["p5"], width_multiplier=1 / 32, horizon_steps=1)
+    model = F2FForecaster(str(detector_weights), width_multiplier=1 / 32, horizon_steps=1)
     monkeypatch.setattr(F2FForecaster, "features", lambda self, frames: pytest.fail("the detector ran"))
     trainer = L.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)

@@ -74,6 +74,15 @@ def suite_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.F
     return tmp_path
 
 
+DEMO_COMPOSITIONS = [
+    ("fashion", "classifier", ["classifier"]), ("fashion", "gan", ["gan"]), ("framegan", "adv_gdl", ["train"]),
+    ("segforecast", "segmenter", ["segmenter"]), ("segforecast", "s2s_ar", ["forecaster"]),
+    ("segforecast", "s2s_ar_finetune", ["forecaster", "ar_finetune"]), ("f2f", "detector", ["detector"]),
+    ("f2f", "p5", ["f2f"]), ("joint", "distance_ar", ["forecaster"]),
+]
+"""(family, experiment config, demo overlays composed after it) as the studies compose them on demo data."""
+
+
 @pytest.fixture
 def fashion_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest):
     monkeypatch.chdir(tmp_path)
@@ -94,6 +103,26 @@ def test_every_experiment_has_tiny_overrides():
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda path: f"{path.parent.name}/{path.stem}")
 def test_experiment_config_fast_dev_run_on_cpu(config: Path, suite_env: Path):
     args = ["fit", *PRESETS, f"--config={config}", *TINY[_model_class(config)], "--trainer.fast_dev_run=2"]
+    assert main(args) == 0
+
+
+def test_every_demo_overlay_is_composed():
+    composed = {(family, overlay) for family, _, overlays in DEMO_COMPOSITIONS for overlay in overlays}
+    assert composed == {(path.parent.parent.name, path.stem) for path in CONFIGS.glob("*/demo/*.yaml")}
+
+
+@pytest.mark.parametrize(("family", "experiment", "overlays"), DEMO_COMPOSITIONS,
+                         ids=[f"{family}/{experiment}+{'+'.join(overlays)}" for family, experiment, overlays
+                              in DEMO_COMPOSITIONS])
+def test_demo_composition_fast_dev_run_on_cpu(family: str, experiment: str, overlays: list[str],
+                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              request: pytest.FixtureRequest):
+    monkeypatch.chdir(tmp_path)
+    _point_family_at_tiny_data(family, monkeypatch, request)
+    config = CONFIGS / family / f"{experiment}.yaml"
+    args = ["fit", *PRESETS, f"--config={config}", *(f"--config={CONFIGS / family / 'demo' / f'{overlay}.yaml'}"
+                                                     for overlay in overlays),
+            *TINY[_model_class(config)], "--trainer.fast_dev_run=2"]
     assert main(args) == 0
 
 
