@@ -48,3 +48,15 @@ def test_s2s_ar_finetuned_beats_copy_last_on_mid_term_moving_objects(tmp_path: P
                  "--demo-root", str(tmp_path / "demo")]) == 0
     results = _table(tmp_path / "outputs" / "segforecast" / "results.md")
     assert results["S2S AR fine-tuned"]["MO-mIoU (GT)"] > results["copy last segmentation"]["MO-mIoU (GT)"]
+
+
+@pytest.mark.slow
+def test_f2f_beats_copy_last_on_short_and_mid_term_ap50(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CITYSCAPES_DATASET", raising=False)
+    monkeypatch.delenv("F2F_DETECTOR", raising=False)
+    assert main(["f2f", "--logger", "csv", "--configs", str(CONFIGS), "--demo-root", str(tmp_path / "demo")]) == 0
+    rows = {row["row"]: row for row in json.loads((tmp_path / "outputs" / "f2f" / "results.json").read_text())}
+    model, copy = rows["F2F (forecast features)"], rows["copy last frame (detector)"]
+    assert model["short/ap50"] > copy["short/ap50"]
+    assert model["mid/ap50"] > copy["mid/ap50"]
