@@ -1,4 +1,5 @@
-"""F2F per-level training steps (P5, P4, P3, P2): eager fp32 vs bf16-mixed + channels_last, bare and end to end.
+"""F2F per-level training steps (P5, P4, P3, P2): eager fp32 vs bf16-mixed + channels_last, bare, end to end with
+on-the-fly extraction, and end to end from the feature cache.
 
 For each level, real ``Trainer.fit`` runs of an :class:`F2FForecaster` with ``train_levels=[level]`` and that
 stage's settings from ``configs/f2f/<level>.yaml`` (optimiser, learning rate, horizon, P2 scales), timed in
@@ -11,10 +12,16 @@ sequences/s, once as eager fp32 and once as bf16-mixed with the forecasting netw
 * end to end: the forecaster's own ``training_step`` on :class:`CityscapesSequenceDataModule` batches, so the
   frozen detector's feature extraction of the 5 frames of every sequence (and the loss guard and logging) is
   included.
+* end to end, cached: the same on :class:`FPNFeatureDataModule` batches carrying that level's features, extracted
+  once before the timed steps (into the data root's cache directory) and read from the memory-mapped cache in
+  every step: the detector does not run, the data loading does.
 
-The ratio end to end / bare step is the share of the step rate left once extraction is paid.
+The ratios end to end / bare step are the share of the step rate left once extraction, or reading the cache, is
+paid.
 
-Projected wall time of the paper's full schedule on 8 GPUs, from the measured per-level rates of each variant:
+Projected wall time of the paper's full schedule on 8 GPUs, from the measured per-level rates of each variant (bare
+steps; end to end; end to end with P5, P4 and P3 read from the cache, as ``configs/f2f/feature_cache/coarse.yaml``
+trains them):
 ``time = sum over stages of epochs x 2975 sequences x seconds per sequence / (8 GPUs x 0.9)``. Assumptions:
 
 * stages P5, P4, P3, P2 (one level each, short term: 5 frames per sequence), then AR fine-tuning of all four levels
@@ -52,6 +59,7 @@ import torch
 import yaml
 
 from datamodules.cityscapes import CityscapesSequenceDataModule
+from datamodules.fpn_features import FPNFeatureDataModule
 from genforecast.bench.common import EAGER_FP32, BenchResult, StepVariant, format_results, run_step_variants
 from genforecast.demo_data.cli import ensure_demo_dataset
 from lightning_modules.f2f_forecaster import FORECAST_LEVELS, F2FForecaster
@@ -62,6 +70,8 @@ from networks.f2f import FPN_CHANNELS
 VARIANTS = [EAGER_FP32, StepVariant("bf16-mixed + channels_last", "bf16-mixed", {"channels_last": True})]
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "f2f"
 SCHEDULE = ("p5", "p4", "p3", "p2", "ar_finetune")
+CACHED_STAGES = ("p5", "p4", "p3")
+"""The stages that read their level from the feature cache in the projection (a Cityscapes P2 cache is refused)."""
 TRAIN_SEQUENCES = 2975
 GPUS = 8
 DDP_SCALING_EFFICIENCY = 0.9
@@ -231,18 +241,22 @@ class Schedule:
 
 
 def print_projection(bare: dict[str, list[BenchResult]], end_to_end: dict[str, list[BenchResult]],
-                     setting: str) -> None:
+                     cached: dict[str, list[BenchResult]], setting: str) -> None:
     """The projected wall time of the paper's schedule on 8 GPUs per variant (see the module docstring)."""
     schedule = Schedule.from_configs()
     print(f"\nProjected wall time of the paper's full schedule on {GPUS} GPUs (rates measured at {setting}):")
-    print("| variant | bare steps | end to end (extraction included) |")
-    print("|---|---|---|")
+    print("| variant | bare steps | end to end (extraction included) | end to end, P5/P4/P3 from the cache |")
+    print("|---|---|---|---|")
     for index, variant in enumerate(VARIANTS):
-        bare_seconds = {level: 1 / results[index].samples_per_second for level, results in bare.items()}
-        full_seconds = {level: 1 / results[index].samples_per_second for level, results in end_to_end.items()}
+        bare_seconds, full_seconds, cached_seconds = ({level: 1 / runs[index].samples_per_second
+                                                       for level, runs in results.items()}
+                                                      for results in (bare, end_to_end, cached))
         extraction = sum(full_seconds[level] - bare_seconds[level] for level in bare) / len(bare)
+        with_extraction = schedule.finetune_seconds(bare_seconds, extraction)
+        coarse_cached = full_seconds | {stage: cached_seconds[stage] for stage in CACHED_STAGES}
         projections = [schedule.projected_seconds(bare_seconds, schedule.finetune_seconds(bare_seconds, 0.0)),
-                       schedule.projected_seconds(full_seconds, schedule.finetune_seconds(bare_seconds, extraction))]
+                       schedule.projected_seconds(full_seconds, with_extraction),
+                       schedule.projected_seconds(coarse_cached, with_extraction)]
         print(f"| {variant.name} | " + " | ".join(f"{seconds / 3600:,.1f} h ({seconds / 86400:.2f} days)"
                                                   for seconds in projections) + " |")
     epochs = ", ".join(str(schedule.epochs[stage]) for stage in SCHEDULE)
@@ -250,8 +264,8 @@ def print_projection(bare: dict[str, list[BenchResult]], end_to_end: dict[str, l
           f"the paper states only P5's: 80 epochs of 743 iterations of 4); {TRAIN_SEQUENCES} sequences per epoch; "
           f"AR fine-tuning = {schedule.finetune_steps} unrolled steps of every level per sequence plus extraction "
           f"of {schedule.finetune_frames} frames instead of {schedule.level_frames}; {GPUS} GPUs at "
-          f"{DDP_SCALING_EFFICIENCY:.0%} data-parallel scaling efficiency; no validation, checkpoints or detector "
-          f"training. The paper reports about 6 days of training.")
+          f"{DDP_SCALING_EFFICIENCY:.0%} data-parallel scaling efficiency; no validation, checkpoints, detector "
+          f"training or feature extraction for the cache. The paper reports about 6 days of training.")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -261,7 +275,7 @@ def run(args: argparse.Namespace) -> None:
     detector = detector_file(resolution, on_gpu)
     sizes = level_sizes(detector, resolution)
     setting = f"{resolution[0]}x{resolution[1]}, batch {args.batch_size}, width x{args.width_multiplier}"
-    bare, end_to_end = {}, {}
+    bare, end_to_end, cached = {}, {}, {}
     for level in args.levels:
         config = stage_config(level)
         model, data = config["model"]["init_args"], config["data"]["init_args"]
@@ -272,22 +286,30 @@ def run(args: argparse.Namespace) -> None:
             partial(make_bare_step, detector, level, args.width_multiplier),
             partial(PrecomputedFeatures, level, shape, args.warmup + args.steps), VARIANTS,
             samples_per_step=args.batch_size, warmup=args.warmup, steps=args.steps, updates_per_step=1)
-        make_datamodule = partial(
-            CityscapesSequenceDataModule, str(root), horizon=data["horizon"], num_inputs=data["num_inputs"],
-            frame_step=data["frame_step"], resolution=resolution, crop_size=None, batch_size=args.batch_size,
-            load_instances=data["load_instances"], num_workers=args.num_workers)
-        end_to_end[level] = run_step_variants(make_model, make_datamodule, VARIANTS, samples_per_step=args.batch_size,
-                                              warmup=args.warmup, steps=args.steps, updates_per_step=1)
+        sequences = {"horizon": data["horizon"], "num_inputs": data["num_inputs"], "frame_step": data["frame_step"],
+                     "resolution": resolution, "crop_size": None, "batch_size": args.batch_size,
+                     "load_instances": data["load_instances"], "num_workers": args.num_workers}
+        end_to_end[level] = run_step_variants(make_model, partial(CityscapesSequenceDataModule, str(root), **sequences),
+                                              VARIANTS, samples_per_step=args.batch_size, warmup=args.warmup,
+                                              steps=args.steps, updates_per_step=1)
+        make_cached_datamodule = partial(FPNFeatureDataModule, str(root), detector_weights=str(detector),
+                                         cached_levels=[level], **sequences)
+        cached[level] = run_step_variants(make_model, make_cached_datamodule, VARIANTS,
+                                          samples_per_step=args.batch_size, warmup=args.warmup, steps=args.steps,
+                                          updates_per_step=1)
         print(f"\nF2F {level.upper()} step ({model['optimizer']}), {setting}, {level.upper()} features "
               f"{FPN_CHANNELS}x{sizes[level][0]}x{sizes[level][1]}, {frames} frames per sequence")
         print("bare step (precomputed features, no detector):")
         print(format_results(bare[level], "sequence", rate_decimals=1))
         print("end to end (the frozen detector extracts the features in the step):")
         print(format_results(end_to_end[level], "sequence", rate_decimals=1))
-        ratios = ", ".join(f"{variant.name} {full.samples_per_second / step.samples_per_second:.2g}"
-                           for variant, step, full in zip(VARIANTS, bare[level], end_to_end[level]))
-        print(f"end to end / bare step (sequences/s): {ratios}")
+        print(f"cached end to end (the step reads {level.upper()} from the feature cache, no detector):")
+        print(format_results(cached[level], "sequence", rate_decimals=1))
+        for name, results in (("end to end", end_to_end), ("cached end to end", cached)):
+            ratios = ", ".join(f"{variant.name} {full.samples_per_second / step.samples_per_second:.2g}"
+                               for variant, step, full in zip(VARIANTS, bare[level], results[level]))
+            print(f"{name} / bare step (sequences/s): {ratios}")
     if set(bare) == set(FORECAST_LEVELS):
-        print_projection(bare, end_to_end, setting)
+        print_projection(bare, end_to_end, cached, setting)
     else:
         print("\nprojection of the paper's schedule: needs all four levels (--levels p5 p4 p3 p2)")

@@ -42,7 +42,7 @@ def test_bench_segforecast_reports_both_modes_and_metric_time(cityscapes_demo: P
     assert "8 val sequences: metrics in" in out
 
 
-def test_bench_f2f_reports_bare_and_end_to_end_steps(cityscapes_demo: Path, detector_weights: Path,
+def test_bench_f2f_reports_bare_end_to_end_and_cached_steps(cityscapes_demo: Path, detector_weights: Path,
                                                     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CITYSCAPES_DATASET", str(cityscapes_demo))
@@ -51,8 +51,8 @@ def test_bench_f2f_reports_bare_and_end_to_end_steps(cityscapes_demo: Path, dete
                  "--width-multiplier", "0.03125", "--steps", "2", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     assert "F2F P2 step (adam)" in out and "P2 features 256x16x32" in out
-    assert out.count("| eager fp32 |") == 2 and out.count("| bf16-mixed + channels_last |") == 2
-    assert "end to end / bare step" in out
+    assert out.count("| eager fp32 |") == 3 and out.count("| bf16-mixed + channels_last |") == 3
+    assert "end to end / bare step" in out and "cached end to end / bare step" in out
     assert "needs all four levels" in out
 
 
