@@ -286,14 +286,15 @@ def run(args: argparse.Namespace) -> None:
             partial(make_bare_step, detector, level, args.width_multiplier),
             partial(PrecomputedFeatures, level, shape, args.warmup + args.steps), VARIANTS,
             samples_per_step=args.batch_size, warmup=args.warmup, steps=args.steps, updates_per_step=1)
-        sequences = {"horizon": data["horizon"], "num_inputs": data["num_inputs"], "frame_step": data["frame_step"],
-                     "resolution": resolution, "crop_size": None, "batch_size": args.batch_size,
-                     "load_instances": data["load_instances"], "num_workers": args.num_workers}
-        end_to_end[level] = run_step_variants(make_model, partial(CityscapesSequenceDataModule, str(root), **sequences),
-                                              VARIANTS, samples_per_step=args.batch_size, warmup=args.warmup,
-                                              steps=args.steps, updates_per_step=1)
+        sequence_options = {"horizon": data["horizon"], "num_inputs": data["num_inputs"],
+                            "frame_step": data["frame_step"], "resolution": resolution, "crop_size": None,
+                            "batch_size": args.batch_size, "load_instances": data["load_instances"],
+                            "num_workers": args.num_workers}
+        make_datamodule = partial(CityscapesSequenceDataModule, str(root), **sequence_options)
+        end_to_end[level] = run_step_variants(make_model, make_datamodule, VARIANTS, samples_per_step=args.batch_size,
+                                              warmup=args.warmup, steps=args.steps, updates_per_step=1)
         make_cached_datamodule = partial(FPNFeatureDataModule, str(root), detector_weights=str(detector),
-                                         cached_levels=[level], **sequences)
+                                         cached_levels=[level], **sequence_options)
         cached[level] = run_step_variants(make_model, make_cached_datamodule, VARIANTS,
                                           samples_per_step=args.batch_size, warmup=args.warmup, steps=args.steps,
                                           updates_per_step=1)
