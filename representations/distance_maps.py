@@ -224,8 +224,9 @@ def decode_instances(forecast: np.ndarray, tracks: Sequence[Track], time: float,
         if not (0 <= row < height and 0 <= column < width):
             continue
         train_id = int(_TRAIN_ID_OF_LABEL_ID[min(track.label_id, 255)])
-        seed = _snap((int(round(row)), int(round(column))), moving & (semantic == train_id) & (markers == 0),
-                     snap_radius)
+        # A centroid in the last half pixel of the view rounds onto the pixel past it: keep it on the edge pixel.
+        pixel = (min(int(round(row)), height - 1), min(int(round(column)), width - 1))
+        seed = _snap(pixel, moving & (semantic == train_id) & (markers == 0), snap_radius)
         if seed is None:
             continue
         seeded.append(track)

@@ -142,6 +142,15 @@ def test_seeds_leaving_the_view_are_dropped_and_unseeded_objects_are_new():
     assert decoded.masks[0].sum() == 36
 
 
+def test_a_seed_in_the_last_half_pixel_of_the_view_stays_on_the_edge():
+    classes, instances = _scene(20, 30)
+    _paint(classes, instances, slice(14, 20), slice(24, 30), CAR_TRAIN_ID, CAR_LABEL_ID, 1)
+    forecast = _forecast_maps(classes, instances)
+    at_the_corner = Track(26001, CAR_LABEL_ID, [(0.0, 19.6, 29.6)])  # rounds to (20, 30), past the 20x30 view
+    decoded = decode_instances(forecast, [at_the_corner], time=1.0)
+    assert decoded.track_ids.tolist() == [26001] and decoded.masks[0].sum() == 36
+
+
 def test_seed_snaps_onto_its_class_within_the_radius():
     classes, instances = _scene(20, 30)
     _paint(classes, instances, slice(4, 10), slice(4, 10), CAR_TRAIN_ID, CAR_LABEL_ID, 1)
