@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -283,30 +284,31 @@ class FPNFeatureDataModule(CityscapesSequenceDataModule):
         return self.cache_dir / name
 
     def prepare_data(self) -> None:
-        """Build the sequence caches, then extract the train split's features unless they are complete (rank 0).
+        """Build the sequence caches, then, when fitting, extract the train split's features unless they are
+        complete (rank 0).
 
-        Only training reads cached features (validation runs the detector on the whole pyramid), so val is not
-        extracted: at Cityscapes' size that saves 72 GiB. A cache over ``max_cache_gib`` is refused first.
+        Only training reads cached features (validation runs the detector on the whole pyramid), so val is never
+        extracted (at Cityscapes' size that saves 72 GiB), and a ``Trainer.validate`` or ``test`` run extracts
+        nothing. A cache over ``max_cache_gib`` is refused before anything is written.
         """
+        if self.trainer is not None and self.trainer.state.fn != TrainerFn.FITTING:
+            super().prepare_data()
+            return
         refusal = cache_size_refusal(self.cached_levels, self.resolution, len(self.samples("train")),
                                      len(self.cached_indices), self.max_cache_gib)
         if refusal is not None:
             raise ValueError(refusal)
         super().prepare_data()
-        detector = None
-        for split in ("train",):
-            cache_path, meta = self.feature_cache_path(split), self.feature_meta(split)
-            if sharded_cache_complete(cache_path, meta):
-                log.info("reusing FPN features %s", cache_path)
-                continue
-            if detector is None:
-                detector = load_exported_detector(self.detector_weights)
-            frames = CachedSequences(self.cache_path(split), self._cache_meta(split), range(len(self.cached_indices)),
-                                     crop_size=None, with_instances=False)
-            log.info("extracting %s features of %d %s snippets to %s", "/".join(self.cached_levels), len(frames),
-                     split, cache_path)
-            extract_features(detector, frames, cache_path, meta, self.extraction_batch_size,
-                             resolve_device(self.extraction_device))
+        cache_path, meta = self.feature_cache_path("train"), self.feature_meta("train")
+        if sharded_cache_complete(cache_path, meta):
+            log.info("reusing FPN features %s", cache_path)
+            return
+        frames = CachedSequences(self.cache_path("train"), self._cache_meta("train"), range(len(self.cached_indices)),
+                                 crop_size=None, with_instances=False)
+        log.info("extracting %s features of %d train snippets to %s", "/".join(self.cached_levels), len(frames),
+                 cache_path)
+        extract_features(load_exported_detector(self.detector_weights), frames, cache_path, meta,
+                         self.extraction_batch_size, resolve_device(self.extraction_device))
 
     def _with_features(self, sequences: CachedSequences | FeatureSequences | None,
                        split: str) -> FeatureSequences | None:

@@ -130,6 +130,18 @@ def test_bad_levels_crops_and_oversized_caches_are_refused_with_the_reason(citys
     assert not (tmp_path / "cache").exists()
 
 
+def test_validating_extracts_no_features(cityscapes_demo: Path, detector_weights: Path, tmp_path: Path,
+                                        monkeypatch):
+    datamodule = make_datamodule(cityscapes_demo, detector_weights, tmp_path / "cache", load_instances=True)
+    monkeypatch.setattr(fpn_module, "extract_features", lambda *args, **kwargs: pytest.fail("extracted features"))
+    model = F2FForecaster(str(detector_weights), width_multiplier=1 / 32, horizon_steps=1, max_detections=5,
+                          evaluate_baselines=False)
+    trainer = L.Trainer(accelerator="cpu", limit_val_batches=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.validate(model, datamodule=datamodule)
+    assert not any(path.name.startswith("fpn_features") for path in (tmp_path / "cache").iterdir())
+
+
 def test_interrupted_extraction_resumes_after_its_finished_shards(datamodule, detector_weights: Path,
                                                                    tmp_path: Path, monkeypatch):
     frames, meta = all_frames(datamodule, "train"), datamodule.feature_meta("train")
