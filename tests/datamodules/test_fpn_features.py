@@ -1,4 +1,5 @@
-"""Cached FPN features of the F2F detector: equal to on-the-fly extraction, size-checked, refused when stale, resumable."""
+"""Cached FPN features of the F2F detector: equal to on-the-fly extraction, size-checked, refused when stale,
+resumable."""
 
 from __future__ import annotations
 
@@ -108,7 +109,8 @@ def test_a_cache_over_the_size_limit_is_refused_with_the_disk_arithmetic():
     refusal = cache_size_refusal(("p5", "p4", "p3", "p2"), **paper, max_cache_gib=512)
     assert "2,975 training snippets x 7 cached frames = 20,825 maps per level" in refusal
     assert "P2 256 x 256 x 512 values per map, 1.27 TiB (1.40 TB)" in refusal
-    assert "P3 256 x 128 x 256 values per map, 325 GiB" in refusal and "P5 256 x 32 x 64 values per map, 20.3 GiB" in refusal
+    assert "P3 256 x 128 x 256 values per map, 325 GiB" in refusal
+    assert "P5 256 x 32 x 64 values per map, 20.3 GiB" in refusal
     demo = {"resolution": (128, 256), "snippets": 18, "frames_per_snippet": 7}
     assert cache_size_refusal(("p5", "p4", "p3", "p2"), **demo, max_cache_gib=0.164) is None  # 167.3 MiB
     assert "167 MiB" in cache_size_refusal(("p5", "p4", "p3", "p2"), **demo, max_cache_gib=0.163)
