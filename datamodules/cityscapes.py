@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,9 +34,11 @@ import lightning as L
 import numpy as np
 import torch
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import Dataset
 
 from datamodules.cache import CacheError, MappedArrayCache, read_cache_meta, write_array_cache
+from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows, predict_loader
 from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
 
 log = logging.getLogger(__name__)
@@ -440,13 +443,21 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
     ``frame_instances`` int32 (B, T, h, w) for every frame. Training batches are random ``crop_size`` crops (see
     :class:`CachedSequences` for their determinism); validation and test batches are whole frames at ``resolution``.
     Cityscapes test labels are not public, so like the forecasting papers the test loader evaluates the val split.
+
+    Prediction (``predict_dataloader``, batches of ``val_batch_size``): the whole frames of ``predict_split``, as
+    validation batches, or, with ``predict_frames``, every window of a folder of real frames with the same frame
+    spacing (:func:`datamodules.prediction.frame_windows`), area-averaged to ``resolution``: ``{"frames", "index"}``
+    only, since such frames have no labels; subclasses add what their models read. Either way batches also carry
+    ``name`` and ``frame_names`` (``<city>_<seq>_<frame>`` for Cityscapes names; see :mod:`datamodules.prediction`).
+    When predicting, ``prepare_data`` caches the predicted split only, and nothing for ``predict_frames``.
     """
 
     def __init__(self, root: str, horizon: Literal["short", "mid"] = "short", num_inputs: int = 4,
                  frame_step: int = 3, resolution: tuple[int, int] = (128, 256), crop_size: int | None = 64,
                  batch_size: int = 4, val_batch_size: int = 4, load_instances: bool = True,
                  load_all_frame_labels: bool = False, cache_dir: str | None = None, num_workers: int = 0,
-                 seed: int = 0, max_sequences: int | None = None) -> None:
+                 seed: int = 0, max_sequences: int | None = None, predict_split: Literal["train", "val"] = "val",
+                 predict_frames: str | None = None) -> None:
         super().__init__()
         if horizon not in HORIZON_STEPS:
             raise ValueError(f"horizon must be one of {sorted(HORIZON_STEPS)}, got {horizon!r}")
@@ -460,6 +471,8 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
             raise ValueError(f"seed must be non-negative, got {seed}")
         if max_sequences is not None and max_sequences <= 0:
             raise ValueError(f"max_sequences must be positive, got {max_sequences}")
+        if predict_split not in ("train", "val"):
+            raise ValueError(f"predict_split must be 'train' or 'val', got {predict_split!r}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.horizon = horizon
@@ -475,6 +488,8 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.max_sequences = max_sequences
+        self.predict_split = predict_split
+        self.predict_frames = Path(predict_frames) if predict_frames is not None else None
         self.num_classes = NUM_CLASSES
         self.ignore_index = IGNORE_INDEX
         # The cache holds the frames of both horizons, so switching horizon reuses it.
@@ -487,6 +502,8 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
         self.excluded_samples: dict[str, int] = {}
         self.train_set: CachedSequences | None = None
         self.val_set: CachedSequences | None = None
+        self.predict_set: CachedSequences | FrameWindows | None = None
+        self.predict_frame_names: list[tuple[str, ...]] = []
         self._samples: dict[str, list[SequenceSample]] = {}
 
     @property
@@ -529,9 +546,17 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
         return sequence_cache_meta(self.samples(split), split, self.resolution, self.cached_indices,
                                    self.load_instances, self.load_all_frame_labels)
 
+    def prepared_splits(self) -> tuple[str, ...]:
+        """The splits ``prepare_data`` caches: train and val, but only ``predict_split`` (none for ``predict_frames``)
+        when the trainer predicts."""
+        if self.trainer is None or self.trainer.state.fn != TrainerFn.PREDICTING:
+            return ("train", "val")
+        return () if self.predict_frames is not None else (self.predict_split,)
+
     def prepare_data(self) -> None:
-        """Build the train and val caches unless valid ones for these files and settings exist (rank 0 only)."""
-        for split in ("train", "val"):
+        """Build the caches of :meth:`prepared_splits` unless valid ones for these files and settings exist (rank 0
+        only)."""
+        for split in self.prepared_splits():
             meta = self._cache_meta(split)
             try:
                 read_cache_meta(self.cache_path(split), meta)
@@ -552,7 +577,11 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
             raise CacheError(f"{error} (prepare_data() builds the cache; the Trainer calls it before setup)") from error
 
     def setup(self, stage: str | None = None) -> None:
-        """Open the caches a stage needs: train and val for fitting, val otherwise."""
+        """Open the caches a stage needs: train and val for fitting, the predicted samples for predicting, val
+        otherwise."""
+        if stage == "predict":
+            self._setup_predict()
+            return
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = self._open("train", self.crop_size)
         if self.val_set is None:
@@ -582,6 +611,29 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
     def test_dataloader(self) -> ResumableDataLoader:
         """The val split (Cityscapes test labels are withheld; forecasting results are reported on val)."""
         return self.val_dataloader()
+
+    def _setup_predict(self) -> None:
+        if self.predict_set is not None:
+            return
+        if self.predict_frames is not None:
+            first = self.sequence_indices[0]
+            windows = frame_windows(self.predict_frames, [index - first for index in self.sequence_indices])
+            self.predict_set = FrameWindows(windows, partial(_load_frame, resolution=self.resolution))
+            self.predict_frame_names = [window.names for window in windows]
+        else:
+            self.predict_set = self._open(self.predict_split, None)
+            self.predict_frame_names = [tuple(frame_stem(name) for name in self.frame_names(index, self.predict_split))
+                                        for index in range(len(self.predict_set))]
+        log.info("cityscapes prediction: %d samples from %s", len(self.predict_set),
+                 self.predict_frames or f"the {self.predict_split} split")
+
+    def predict_dataloader(self) -> ResumableDataLoader:
+        """Every predicted sample once, in order, with its names (see the class docstring)."""
+        if self.predict_set is None:
+            raise RuntimeError("call setup('predict') before asking for the predict dataloader")
+        names = [frame_names[-1] for frame_names in self.predict_frame_names]
+        return predict_loader(NamedBatches(self.predict_set, names, self.predict_frame_names), self.val_batch_size,
+                              self.num_workers)
 
     def frame_names(self, index: int, split: str = "train") -> list[str]:
         """File names of the frames of ``batch["frames"][b]`` for the sample ``batch["index"][b] == index``."""

@@ -84,6 +84,17 @@ class FrameObjectsFromModels:
         return np.concatenate(classes), np.concatenate(instances)
 
 
+def encode_frames(classes: np.ndarray, instances: np.ndarray, contour_height: float,
+                  contour_width: float) -> np.ndarray:
+    """float16 representation values (N, T, h, w) of trainIds and instance ids (N, T, h, w), frame by frame."""
+    values = np.empty(classes.shape, dtype=np.float16)
+    for sample in range(classes.shape[0]):
+        for frame in range(classes.shape[1]):
+            values[sample, frame] = encode_frame(classes[sample, frame], instances[sample, frame], contour_height,
+                                                 contour_width)
+    return values
+
+
 def build_distance_cache(sequences: CachedSequences, cache_path: str | Path, meta: dict[str, Any],
                          frame_objects: FrameObjectsFromModels | None, contour_height: float,
                          contour_width: float, chunk_size: int = 32) -> None:
@@ -114,10 +125,7 @@ def build_distance_cache(sequences: CachedSequences, cache_path: str | Path, met
         stop = start + len(classes)
         planes["frame_classes"][start:stop] = classes
         planes["frame_instances"][start:stop] = instances
-        for sample in range(len(classes)):
-            for frame in range(classes.shape[1]):
-                planes["frame_values"][start + sample, frame] = encode_frame(
-                    classes[sample, frame], instances[sample, frame], contour_height, contour_width)
+        planes["frame_values"][start:stop] = encode_frames(classes, instances, contour_height, contour_width)
     write_array_cache(cache_path, planes, meta)
     log.info("distance maps: wrote %d snippets x %d frames to %s", count, planes["frame_classes"].shape[1],
              cache_path)
@@ -157,6 +165,10 @@ class DistanceMapDataModule(CityscapesSequenceDataModule):
     ``prepare_data`` (rank 0) builds the sequence caches, then the distance-map cache of each split unless a valid
     one exists: ``<cache_dir>/distance_maps_<split>_<source>_<model shas>_<sequences>.npz``.
 
+    Prediction: ``predict_split`` batches carry the cached planes like validation batches; ``predict_frames``
+    batches (unlabelled frames, so the ``"predictions"`` source only) get them on the model's device when they
+    arrive there (:meth:`on_after_batch_transfer`), computed as the cache computes them.
+
     Args:
         source: ``"annotations"`` (every frame's labels; demo data) or ``"predictions"`` (segmenter + detector).
         segmenter_weights, detector_weights: exported models for the ``"predictions"`` source.
@@ -194,6 +206,7 @@ class DistanceMapDataModule(CityscapesSequenceDataModule):
         self.extraction_device = extraction_device
         self.extraction_batch_size = extraction_batch_size
         self._model_shas: dict[str, str] | None = None
+        self._predict_objects: FrameObjectsFromModels | None = None
 
     def model_shas(self) -> dict[str, str]:
         """sha256 of the exported models the ``"predictions"`` source reads (empty for annotations)."""
@@ -226,7 +239,7 @@ class DistanceMapDataModule(CityscapesSequenceDataModule):
         """Build the sequence caches, then each split's distance-map cache unless a valid one exists (rank 0)."""
         super().prepare_data()
         frame_objects = None
-        for split in ("train", "val"):
+        for split in self.prepared_splits():
             path, meta = self.distance_cache_path(split), self.distance_meta(split)
             try:
                 read_cache_meta(path, meta)
@@ -253,9 +266,31 @@ class DistanceMapDataModule(CityscapesSequenceDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Open the sequence caches (see the parent) and pair each with its split's distance maps."""
+        if stage == "predict" and self.predict_frames is not None and self.source == "annotations":
+            raise ValueError(f"predict_frames {self.predict_frames} holds unlabelled frames, but source 'annotations' "
+                             "reads every frame's labels: use source 'predictions' with segmenter_weights and "
+                             "detector_weights (the exported models find the frames' objects)")
         super().setup(stage)
         self.train_set = self._with_distance_maps(self.train_set, "train")
         self.val_set = self._with_distance_maps(self.val_set, "val")
+        self.predict_set = self._with_distance_maps(self.predict_set, self.predict_split)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Give ``predict_frames`` batches (the only ones without cached planes) the planes of their frames, from the
+        segmenter and detector run on the batch's device; other batches pass unchanged."""
+        if "frame_values" in batch:
+            return batch
+        frames = batch["frames"]
+        if self._predict_objects is None or self._predict_objects.device != frames.device:
+            self._predict_objects = FrameObjectsFromModels(self.segmenter_weights, self.detector_weights,
+                                                           self.instance_score_threshold, frames.device,
+                                                           self.extraction_batch_size)
+        classes, instances = self._predict_objects(frames.flatten(0, 1))
+        classes = classes.reshape(frames.shape[:2] + classes.shape[1:])
+        instances = instances.reshape(classes.shape)
+        values = encode_frames(classes, instances, self.contour_height, self.contour_width)
+        planes = {"frame_classes": classes, "frame_instances": instances.astype(np.int32), "frame_values": values}
+        return batch | {name: torch.from_numpy(plane).to(frames.device) for name, plane in planes.items()}
 
     def describe(self) -> dict[str, Any]:
         """The parent's summary plus where the objects come from."""

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -35,6 +35,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from datamodules.cache import CacheError, read_array_cache, read_cache_meta, write_array_cache
+from datamodules.prediction import NamedBatches, predict_loader
 from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,24 @@ class CachedCatalogue(Dataset):
                                self.textures.to(device))
 
 
+class GenerationRequests(Dataset):
+    """``count`` samples to generate, each with a catalogue item (the mask a shape-conditioned GAN paints into).
+
+    ``dataset[indices]`` returns the catalogue's batch (see :class:`CachedCatalogue`) of items ``indices % len(catalogue)``
+    plus ``"index"`` int64 (B,), the sample numbers that seed the generator's latents.
+    """
+
+    def __init__(self, catalogue: CachedCatalogue, count: int) -> None:
+        self.catalogue, self.count = catalogue, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        return self.catalogue[indices % len(self.catalogue)] | {"index": indices.clone()}
+
+
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split item indices into sorted ``(train, val)`` index tensors, deterministic given ``seed``.
 
@@ -397,11 +416,15 @@ class FashionCatalogueDataModule(L.LightningDataModule):
     They stay uint8 after the device transfer: augmentation belongs to the LightningModule, which draws its jitter
     from its own per-step generator (see :mod:`datamodules.augment`), so this module does not override
     ``on_after_batch_transfer``.
+
+    Prediction (``predict_dataloader``): ``num_samples`` samples to generate, ``batch_size`` at a time (see
+    :class:`GenerationRequests`), each with an item of ``predict_split`` (cycled) and named by its zero-padded number.
     """
 
     def __init__(self, root: str, layout: str = "catalogue", resolution: int = 64, batch_size: int = 64,
                  val_fraction: float = 0.1, cache_dir: str | None = None, skip_corrupt: bool = False,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, num_samples: int = 64,
+                 predict_split: Literal["train", "val"] = "val") -> None:
         super().__init__()
         if layout not in ("catalogue", "deepfashion"):
             raise ValueError(f"layout must be 'catalogue' or 'deepfashion', got {layout!r}")
@@ -409,6 +432,9 @@ class FashionCatalogueDataModule(L.LightningDataModule):
             raise ValueError(f"resolution and batch_size must be positive, got {resolution} and {batch_size}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if num_samples <= 0 or predict_split not in ("train", "val"):
+            raise ValueError(f"num_samples must be positive and predict_split 'train' or 'val', got {num_samples} and "
+                             f"{predict_split!r}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.layout = layout
@@ -419,6 +445,8 @@ class FashionCatalogueDataModule(L.LightningDataModule):
         self.skip_corrupt = skip_corrupt
         self.num_workers = num_workers
         self.seed = seed
+        self.num_samples = num_samples
+        self.predict_split = predict_split
         self.num_shapes = len(SHAPES)
         self.num_textures = len(TEXTURES)
         self.train_set: CachedCatalogue | None = None
@@ -490,6 +518,16 @@ class FashionCatalogueDataModule(L.LightningDataModule):
         sampler = ShardedBatchSampler(len(self.val_set), self.batch_size, self.seed, shuffle=False, drop_last=False)
         return ResumableDataLoader(self.val_set, sampler, num_workers=self.num_workers,
                                    pin_memory=torch.cuda.is_available())
+
+    def predict_dataloader(self) -> ResumableDataLoader:
+        """The ``num_samples`` generation requests in order, each once (see the class docstring)."""
+        train_set = self._require_setup()
+        catalogue = train_set if self.predict_split == "train" else self.val_set
+        if catalogue is None:
+            raise ValueError("predict_split 'val' is empty because val_fraction is 0: set predict_split to 'train'")
+        names = [f"{index:06d}" for index in range(self.num_samples)]
+        return predict_loader(NamedBatches(GenerationRequests(catalogue, self.num_samples), names), self.batch_size,
+                              self.num_workers)
 
     def describe(self) -> dict[str, Any]:
         """A short summary for experiment logs."""

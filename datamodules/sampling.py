@@ -28,10 +28,15 @@ class ShardedBatchSampler(DistributedSampler):
     It subclasses ``DistributedSampler`` because it *is* one: Lightning then leaves it in place instead of
     wrapping it in its own distributed sampler. The rank and world size are read when the sampler is built
     (DataModules build loaders after the process group exists).
+
+    With ``equal_shares`` (the default) every rank gets the same number of batches and the last
+    ``batches % world_size`` are left out, because validation's per-batch collectives need every rank to run
+    each step; ``equal_shares=False`` hands every batch to some rank (prediction, where ranks may run one batch
+    more than others and nothing may be left out).
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = True) -> None:
+                 drop_last: bool = True, equal_shares: bool = True) -> None:
         if num_items <= 0:
             raise ValueError("cannot sample batches from an empty dataset")
         if batch_size <= 0:
@@ -41,6 +46,7 @@ class ShardedBatchSampler(DistributedSampler):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.equal_shares = equal_shares
         self.rank, self.num_replicas = _distributed_rank_and_size()
         self.epoch = 0
         self._resume_position = 0
@@ -59,7 +65,7 @@ class ShardedBatchSampler(DistributedSampler):
         batches = list(order.split(self.batch_size))
         if self.drop_last and len(batches[-1]) < self.batch_size:
             batches.pop()
-        usable = len(batches) - len(batches) % self.num_replicas if self.num_replicas > 1 else len(batches)
+        usable = len(batches) - len(batches) % self.num_replicas if self.equal_shares else len(batches)
         return batches[self.rank:usable:self.num_replicas]
 
     def __len__(self) -> int:

@@ -80,19 +80,27 @@ def score_cache_meta(segmenter_sha256: str, architecture: str, num_classes: int,
 
 
 @torch.no_grad()
+def segmenter_scores(segmenter: nn.Module, frames: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """float16 scores (N, num_classes, h, w) of uint8 frames (N, 3, h, w) in one forward pass on their device, as the
+    cache stores them: bfloat16 autocast on CUDA, clamped to the float16 range."""
+    images = to_unit_range(frames)
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
+        logits = segmenter(images)
+    expected = (len(images), num_classes, *images.shape[-2:])
+    if logits.shape != expected:
+        raise ValueError(f"the segmenter returned scores of shape {tuple(logits.shape)} for frames of shape "
+                         f"{tuple(images.shape)}; expected {expected}")
+    return logits.float().clamp(-FLOAT16_MAX, FLOAT16_MAX).half()
+
+
 def _segment(segmenter: nn.Module, frames: torch.Tensor, num_classes: int, batch_size: int,
              device: torch.device) -> np.ndarray:
     """float16 scores (N, num_classes, h, w) of uint8 frames (N, 3, h, w), ``batch_size`` frames per forward pass."""
     height, width = frames.shape[-2:]
     scores = np.empty((len(frames), num_classes, height, width), dtype=np.float16)
     for start in range(0, len(frames), batch_size):
-        images = to_unit_range(frames[start:start + batch_size].to(device))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = segmenter(images)
-        if logits.shape != (len(images), num_classes, height, width):
-            raise ValueError(f"the segmenter returned scores of shape {tuple(logits.shape)} for frames of shape "
-                             f"{tuple(images.shape)}; expected {(len(images), num_classes, height, width)}")
-        scores[start:start + len(images)] = logits.float().clamp(-FLOAT16_MAX, FLOAT16_MAX).half().cpu().numpy()
+        chunk = frames[start:start + batch_size].to(device)
+        scores[start:start + len(chunk)] = segmenter_scores(segmenter, chunk, num_classes).cpu().numpy()
     return scores
 
 
@@ -186,6 +194,10 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
     ``frames``, and ``segmenter_labels`` uint8 (B, h, w), the segmenter's segmentation of the annotated (last)
     frame, the second reference of the forecasting evaluation besides ``labels``.
 
+    Prediction: ``predict_split`` batches carry the cached scores like validation batches; ``predict_frames``
+    batches get their ``scores`` on the model's device when they arrive there (:meth:`on_after_batch_transfer`),
+    from the same segmenter, as extraction computes them.
+
     Args:
         segmenter_weights: file exported by :class:`lightning_modules.semantic_segmenter.SemanticSegmenter`.
         score_batch_size: frames per segmenter forward pass during extraction.
@@ -202,6 +214,7 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         self.score_batch_size = score_batch_size
         self.extraction_device = extraction_device
         self._segmenter_identity: tuple[str, str, int] | None = None
+        self._predict_segmenter: nn.Module | None = None
 
     def segmenter_identity(self) -> tuple[str, str, int]:
         """``(sha256, architecture, num_classes)`` of the exported segmenter file (read once)."""
@@ -232,7 +245,7 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         """Build the sequence caches, then extract the scores of each split unless they are complete (rank 0)."""
         super().prepare_data()
         segmenter = None
-        for split in ("train", "val"):
+        for split in self.prepared_splits():
             cache_path, meta = self.score_cache_path(split), self.score_meta(split)
             if sharded_cache_complete(cache_path, meta):
                 log.info("reusing segmenter scores %s", cache_path)
@@ -259,6 +272,21 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         super().setup(stage)
         self.train_set = self._with_scores(self.train_set, "train")
         self.val_set = self._with_scores(self.val_set, "val")
+        self.predict_set = self._with_scores(self.predict_set, self.predict_split)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Give ``predict_frames`` batches (the only ones without cached scores) ``scores`` float16 (B, T, 19, h, w),
+        computed on the batch's device ``score_batch_size`` frames at a time; other batches pass unchanged."""
+        if "scores" in batch:
+            return batch
+        frames = batch["frames"]
+        if self._predict_segmenter is None:
+            self._predict_segmenter = self.load_segmenter()
+        segmenter = self._predict_segmenter.to(frames.device)
+        scores = [segmenter_scores(segmenter, chunk, NUM_CLASSES)
+                  for chunk in frames.flatten(0, 1).split(self.score_batch_size)]
+        batch["scores"] = torch.cat(scores).unflatten(0, frames.shape[:2])
+        return batch
 
     def describe(self) -> dict[str, Any]:
         """The parent's summary plus the segmenter the scores come from."""

@@ -31,6 +31,14 @@ validation split): ``{"frames": uint8 (B, num_inputs + eval_targets, 3, H, W), "
 int64 (B,)}`` where ``video`` indexes :attr:`eval_videos`. Train patches are a pure function of ``seed`` and the
 batch's indices (:class:`datamodules.video.MovingPatchDataset`), so a resumed run replays them exactly.
 
+**Prediction** (``predict_dataloader``, batches of ``val_batch_size``): the whole cached clips of ``predict_split``
+(``val``: the evaluation clips, as validation batches; ``train``: the training windows at full resolution), named
+``<video path without extension>_<start frame>``; or, with ``predict_frames``, every run of ``num_inputs +
+eval_targets`` frames ``frame_step`` apart in a folder of real frames (:func:`datamodules.prediction.frame_windows`),
+fitted to ``frame_size`` like the cached frames: ``{"frames": uint8 (B, T, 3, H, W), "index"}``. Batches also carry
+``name`` (and ``frame_names`` for frame windows; see :mod:`datamodules.prediction`). When predicting,
+``prepare_data`` caches the predicted split only, and nothing for ``predict_frames``.
+
 UCF101 layout:
 
 """
@@ -41,14 +49,18 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import cv2
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules.cache import CacheError
+from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows, predict_loader
 from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
 from datamodules.video import (
     SKIP_REASONS,
@@ -57,6 +69,7 @@ from datamodules.video import (
     MovingPatchDataset,
     VideoEntry,
     build_clip_cache,
+    fit_frame,
     open_clip_cache,
 )
 
@@ -183,6 +196,14 @@ def hash_fraction(name: str) -> float:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2.0 ** 64
 
 
+def load_fitted_frame(path: Path, frame_size: tuple[int, int]) -> np.ndarray:
+    """An image file as uint8 RGB (3, H, W), centre-cropped and resized to ``frame_size`` like cached video frames."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot decode the frame {path}")
+    return fit_frame(np.ascontiguousarray(image[:, :, ::-1]), frame_size).transpose(2, 0, 1)
+
+
 def evenly_capped(videos: list[VideoEntry], max_videos: int | None) -> list[VideoEntry]:
     """At most ``max_videos`` videos spread evenly over the list (so a debug subset still mixes classes)."""
     if max_videos is None or len(videos) <= max_videos:
@@ -202,7 +223,7 @@ class _ClipDataModule(L.LightningDataModule):
                  frame_step: int, min_motion: float, patch_tries: int, clips_per_video: int,
                  frame_size: tuple[int, int], batch_size: int, val_batch_size: int, cache_dir: str | None,
                  skip_corrupt: bool, num_workers: int, seed: int, max_videos: int | None, videos_per_shard: int,
-                 fold: int) -> None:
+                 fold: int, predict_split: str = "val", predict_frames: str | None = None) -> None:
         super().__init__()
         if min(num_inputs, num_targets, eval_targets, patch_size, frame_step, patch_tries, clips_per_video,
                batch_size, val_batch_size, videos_per_shard) < 1:
@@ -213,6 +234,8 @@ class _ClipDataModule(L.LightningDataModule):
             raise ValueError(f"patch_size {patch_size} exceeds the frame size {frame_size}")
         if min_motion < 0 or seed < 0 or num_workers < 0 or (max_videos is not None and max_videos < 1):
             raise ValueError("min_motion, seed and num_workers must be non-negative and max_videos positive")
+        if predict_split not in ("train", "val"):
+            raise ValueError(f"predict_split must be 'train' or 'val', got {predict_split!r}")
         self.root = Path(root)
         self.fold = fold
         self.num_inputs, self.num_targets, self.eval_targets = num_inputs, num_targets, eval_targets
@@ -222,8 +245,13 @@ class _ClipDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".genforecast_cache"
         self.skip_corrupt, self.num_workers, self.seed = skip_corrupt, num_workers, seed
         self.max_videos, self.videos_per_shard = max_videos, videos_per_shard
+        self.predict_split = predict_split
+        self.predict_frames = Path(predict_frames) if predict_frames is not None else None
         self.train_set: MovingPatchDataset | None = None
         self.eval_set: FullClipDataset | None = None
+        self.predict_set: FullClipDataset | FrameWindows | None = None
+        self.predict_names: list[str] = []
+        self.predict_frame_names: list[tuple[str, ...]] | None = None
         self.train_videos: list[VideoEntry] = []
         self.eval_videos: list[VideoEntry] = []
         self.skipped: dict[str, int] = dict.fromkeys(SKIP_REASONS, 0)
@@ -249,16 +277,30 @@ class _ClipDataModule(L.LightningDataModule):
                 ClipCacheSettings(split="eval", clip_length=self.num_inputs + self.eval_targets, clips_per_video=1,
                                   **common))
 
+    def prepared_splits(self) -> tuple[str, ...]:
+        """The splits ``prepare_data`` caches: train and val (the evaluation clips), but only ``predict_split`` (none
+        for ``predict_frames``) when the trainer predicts."""
+        if self.trainer is None or self.trainer.state.fn != TrainerFn.PREDICTING:
+            return ("train", "val")
+        return () if self.predict_frames is not None else (self.predict_split,)
+
     def prepare_data(self) -> None:
-        """Build (or resume, or reuse) the training and evaluation clip caches (rank 0 only)."""
+        """Build (or resume, or reuse) the clip caches of :meth:`prepared_splits` (rank 0 only)."""
+        splits = self.prepared_splits()
+        if not splits:
+            return
         train_videos, eval_videos = self._video_lists()
         train_settings, eval_settings = self._settings()
-        build_clip_cache(train_videos, self.train_cache_dir, train_settings, self.skip_corrupt, self.num_workers)
-        if eval_videos:
+        if "train" in splits:
+            build_clip_cache(train_videos, self.train_cache_dir, train_settings, self.skip_corrupt, self.num_workers)
+        if eval_videos and "val" in splits:
             build_clip_cache(eval_videos, self.eval_cache_dir, eval_settings, self.skip_corrupt, self.num_workers)
 
     def setup(self, stage: str | None = None) -> None:
-        """Open and validate the caches built by ``prepare_data`` (once)."""
+        """Open and validate the caches built by ``prepare_data`` (once); for predicting, the predicted samples."""
+        if stage == "predict":
+            self._setup_predict()
+            return
         if self.train_set is not None:
             return
         self.train_videos, self.eval_videos = self._video_lists()
@@ -310,6 +352,42 @@ class _ClipDataModule(L.LightningDataModule):
         """The same evaluation clips as :meth:`val_dataloader`."""
         return self.val_dataloader()
 
+    def _setup_predict(self) -> None:
+        if self.predict_set is not None:
+            return
+        if self.predict_frames is not None:
+            offsets = range(0, (self.num_inputs + self.eval_targets - 1) * self.frame_step + 1, self.frame_step)
+            windows = frame_windows(self.predict_frames, offsets)
+            self.predict_set = FrameWindows(windows, partial(load_fitted_frame, frame_size=self.frame_size))
+            self.predict_frame_names = [window.names for window in windows]
+            self.predict_names = [window.names[-1] for window in windows]
+        else:
+            self.train_videos, self.eval_videos = self._video_lists()
+            train_settings, eval_settings = self._settings()
+            if self.predict_split == "train":
+                videos, cache_dir, settings = self.train_videos, self.train_cache_dir, train_settings
+            else:
+                videos, cache_dir, settings = self.eval_videos, self.eval_cache_dir, eval_settings
+            if not videos:
+                raise ValueError(f"the {self.predict_split} split of {self.root} has no videos to predict")
+            try:
+                shards, _manifest = open_clip_cache(videos, cache_dir, settings)
+            except CacheError as error:
+                raise CacheError(f"{error} (prepare_data() builds the cache; the Trainer calls it before setup)"
+                                 ) from error
+            self.predict_set = FullClipDataset(shards)
+            self.predict_names = [f"{frame_stem(videos[video].name)}_{start:06d}"
+                                  for video, start in zip(shards.video_index.tolist(), shards.start_frame.tolist())]
+        log.info("%s prediction: %d samples from %s", self.dataset_name, len(self.predict_set),
+                 self.predict_frames or f"the {self.predict_split} split")
+
+    def predict_dataloader(self) -> ResumableDataLoader:
+        """Every predicted sample once, in order, with its names (see the module docstring)."""
+        if self.predict_set is None:
+            raise RuntimeError("call setup('predict') before asking for the predict dataloader")
+        return predict_loader(NamedBatches(self.predict_set, self.predict_names, self.predict_frame_names),
+                              self.val_batch_size, self.num_workers)
+
     def describe(self) -> dict[str, Any]:
         """A short summary for experiment logs."""
         return {"root": str(self.root), "dataset": self.dataset_name, "fold": self.fold,
@@ -340,7 +418,8 @@ class UCF101DataModule(_ClipDataModule):
                  clips_per_video: int = 2, eval_stride: int = 10, batch_size: int = 8, val_batch_size: int = 8,
                  cache_dir: str | None = None, skip_corrupt: bool = False, num_workers: int = 0, seed: int = 0,
                  max_videos: int | None = None, frame_size: tuple[int, int] = (240, 320), patch_tries: int = 20,
-                 videos_per_shard: int = 64) -> None:
+                 videos_per_shard: int = 64, predict_split: Literal["train", "val"] = "val",
+                 predict_frames: str | None = None) -> None:
         if fold not in (1, 2, 3):
             raise ValueError(f"fold must be 1, 2 or 3, got {fold}")
         if eval_stride < 1:
@@ -350,7 +429,8 @@ class UCF101DataModule(_ClipDataModule):
                          patch_tries=patch_tries, clips_per_video=clips_per_video, frame_size=frame_size,
                          batch_size=batch_size, val_batch_size=val_batch_size, cache_dir=cache_dir,
                          skip_corrupt=skip_corrupt, num_workers=num_workers, seed=seed, max_videos=max_videos,
-                         videos_per_shard=videos_per_shard, fold=fold)
+                         videos_per_shard=videos_per_shard, fold=fold, predict_split=predict_split,
+                         predict_frames=predict_frames)
         self.save_hyperparameters()
         self.eval_stride = eval_stride
         self.classes: list[str] = []
@@ -381,7 +461,8 @@ class VideoFolderDataModule(_ClipDataModule):
                  frame_step: int = 1, min_motion: float = DEFAULT_MIN_MOTION, clips_per_video: int = 2,
                  batch_size: int = 8, val_batch_size: int = 8, cache_dir: str | None = None,
                  skip_corrupt: bool = False, num_workers: int = 0, seed: int = 0, max_videos: int | None = None,
-                 frame_size: tuple[int, int] = (240, 320), patch_tries: int = 20, videos_per_shard: int = 64) -> None:
+                 frame_size: tuple[int, int] = (240, 320), patch_tries: int = 20, videos_per_shard: int = 64,
+                 predict_split: Literal["train", "val"] = "val", predict_frames: str | None = None) -> None:
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         super().__init__(root=root, num_inputs=num_inputs, num_targets=num_targets, eval_targets=eval_targets,
@@ -389,7 +470,8 @@ class VideoFolderDataModule(_ClipDataModule):
                          patch_tries=patch_tries, clips_per_video=clips_per_video, frame_size=frame_size,
                          batch_size=batch_size, val_batch_size=val_batch_size, cache_dir=cache_dir,
                          skip_corrupt=skip_corrupt, num_workers=num_workers, seed=seed, max_videos=max_videos,
-                         videos_per_shard=videos_per_shard, fold=0)
+                         videos_per_shard=videos_per_shard, fold=0, predict_split=predict_split,
+                         predict_frames=predict_frames)
         self.save_hyperparameters()
         self.extensions = tuple(extensions)
         self.val_fraction = val_fraction
