@@ -46,9 +46,9 @@ PACKAGE = Path(__file__).resolve().parent
 RATER_COOKIE = "gf_rater"
 NONCE_COOKIE = "gf_nonce"
 RATER_COOKIE_DAYS = 30
-RATING_VALUE = re.compile(r"^[1-5]$")
-ASSIGNMENT_ID = re.compile(r"^[0-9]{1,12}$")
-CLIENT_MS = re.compile(r"^[0-9]{1,9}$")
+RATING_VALUE = re.compile(r"[1-5]")
+ASSIGNMENT_ID = re.compile(r"[0-9]{1,12}")
+CLIENT_MS = re.compile(r"[0-9]{1,9}")
 ANSWER_FIELDS = {"csrf", "assignment", "likability", "novelty", "origin", "choice", "client_ms"}
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
@@ -189,7 +189,7 @@ def create_app(study_dir: str | Path) -> FastAPI:
 
     @app.get("/img/{item_id}")
     def image(item_id: str, request: Request) -> Response:
-        if not TOKEN_PATTERN.match(item_id):
+        if not TOKEN_PATTERN.fullmatch(item_id):
             raise Rejected(404, "no such image")
         if not study.keys.is_admin(request) and study.rater(request) is None:
             raise Rejected(403, "images are shown to raters only")
@@ -240,14 +240,14 @@ def parse_answer(assignment: storage.Assignment, form: dict[str, str]) -> storag
     if unknown:
         raise Rejected(400, f"unexpected fields {sorted(unknown)}")
     client_ms = form.get("client_ms") or None
-    if client_ms is not None and not CLIENT_MS.match(client_ms):
+    if client_ms is not None and not CLIENT_MS.fullmatch(client_ms):
         raise Rejected(400, "client_ms must be a whole number of milliseconds")
     client = int(client_ms) if client_ms is not None else None
     if assignment.task == "rate":
         if "choice" in form:
             raise Rejected(400, "a rating task has no choice")
         values = [form.get(name, "") for name in ("likability", "novelty")]
-        if not all(RATING_VALUE.match(value) for value in values):
+        if not all(RATING_VALUE.fullmatch(value) for value in values):
             raise Rejected(400, "likability and novelty must be whole numbers from 1 to 5")
         if form.get("origin") not in ("human", "computer"):
             raise Rejected(400, "origin must be human or computer")
@@ -264,7 +264,7 @@ def parse_answer(assignment: storage.Assignment, form: dict[str, str]) -> storag
 def store_answer(study: Study, rater_id: str, form: dict[str, str]) -> None:
     """Check that the form answers one of this rater's assignments, validly, and commit it (idempotently)."""
     assignment_id = form.get("assignment", "")
-    if not ASSIGNMENT_ID.match(assignment_id):
+    if not ASSIGNMENT_ID.fullmatch(assignment_id):
         raise Rejected(400, "malformed assignment id")
     connection = study.db.connection
     assignment = storage.get_assignment(connection, int(assignment_id))

@@ -25,7 +25,7 @@ from starlette.requests import Request
 
 MAX_BODY_BYTES = 8192
 MAX_FORM_FIELDS = 16
-TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Ids that may appear in URLs and cookies: rater ids, item ids, nonces."""
 
 
@@ -64,7 +64,7 @@ class Keys:
         if not cookie or cookie.count(".") != 1:
             return None
         rater_id, signature = cookie.split(".")
-        if not TOKEN_PATTERN.match(rater_id) or not hmac.compare_digest(signature, self._mac("rater", rater_id)):
+        if not TOKEN_PATTERN.fullmatch(rater_id) or not hmac.compare_digest(signature, self._mac("rater", rater_id)):
             return None
         return rater_id
 
@@ -79,7 +79,7 @@ class Keys:
         if not cookie or cookie.count(".") != 1:
             return None
         nonce, signature = cookie.split(".")
-        if not TOKEN_PATTERN.match(nonce) or not hmac.compare_digest(signature, self._mac("nonce", nonce)):
+        if not TOKEN_PATTERN.fullmatch(nonce) or not hmac.compare_digest(signature, self._mac("nonce", nonce)):
             return None
         return nonce
 
