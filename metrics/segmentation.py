@@ -11,6 +11,9 @@ from torchmetrics import Metric
 
 from metrics.cityscapes_labels import IGNORE_TRAIN_ID, INSTANCE_TRAIN_IDS, NUM_EVALUATED_CLASSES
 
+_MAX_JOINT_VALUES = 1024
+"""Largest value range ``V`` of the joint-histogram path (a ``V * V`` bincount; 256 for trainIds)."""
+
 
 class SegmentationIoU(Metric):
     """Per-class IoU accumulated over a whole dataset, its mean (mIoU) and its mean over moving objects (MO-mIoU).
@@ -72,7 +75,30 @@ class SegmentationIoU(Metric):
             raise ValueError(f"predictions {tuple(preds.shape)} and target {tuple(target.shape)} differ in shape")
         if target.numel() == 0:
             return
+        self.confusion_matrix += self._confusion(preds, target)
+
+    def _confusion(self, preds: Tensor, target: Tensor) -> Tensor:
+        """The ``(num_classes, num_classes + 1)`` confusion counts of one batch.
+
+        When every value lies in ``[0, V)`` with ``V = max(num_classes, ignore_index + 1)`` (e.g. 256 for trainIds
+        with 255 ignored), one ``bincount`` of ``target * V + preds`` gives the joint histogram (two min/max reads,
+        one addition and one count over the pixels); its rows are then folded into the confusion matrix. Otherwise
+        the general path maps ignored targets and out-of-range predictions first. Both give the same counts.
+        """
         columns = self.num_classes + 1
+        target_range, preds_range = torch.aminmax(target), torch.aminmax(preds)
+        values = max(self.num_classes, self.ignore_index + 1)
+        if self.ignore_index >= 0 and values <= _MAX_JOINT_VALUES and min(target_range.min, preds_range.min) >= 0 \
+                and max(target_range.max, preds_range.max) < values:
+            wide = torch.promote_types(torch.promote_types(preds.dtype, target.dtype), torch.int32)  # no uint8 wrap
+            joint = torch.add(preds.to(wide), target.to(wide), alpha=values).flatten()
+            histogram = torch.bincount(joint, minlength=values * values).view(values, values)
+            unexpected = histogram[self.num_classes :].sum(dim=1).nonzero().squeeze(1) + self.num_classes
+            if (unexpected != self.ignore_index).any():
+                raise ValueError(f"target values must be in [0, {self.num_classes}) or {self.ignore_index}")
+            counted = histogram[: self.num_classes]
+            return torch.cat([counted[:, : self.num_classes], counted[:, self.num_classes :].sum(dim=1, keepdim=True)],
+                             dim=1)
         # Ignored target pixels go to an extra row (dropped), predictions outside the classes to the last column.
         ignored = target == self.ignore_index
         smallest, largest = torch.aminmax(torch.where(ignored, 0, target))
@@ -82,7 +108,7 @@ class SegmentationIoU(Metric):
         preds = preds.long()
         preds = torch.where((preds >= 0) & (preds < self.num_classes), preds, self.num_classes)
         counts = torch.bincount((rows * columns + preds).flatten(), minlength=columns * columns)
-        self.confusion_matrix += counts[: self.num_classes * columns].view(self.num_classes, columns)
+        return counts[: self.num_classes * columns].view(self.num_classes, columns)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"miou": mean IoU, "mo_miou": mean IoU over moving objects, "iou_per_class": (num_classes,)}``."""

@@ -173,3 +173,29 @@ def test_speed_sanity_on_cpu() -> None:
     print(f"segmentation IoU on 500 images of 128x256: {time.perf_counter() - start:.2f} s")
     assert int(metric.confusion_matrix.sum()) == 10 * int((target != 255).sum())
     assert 0 < result["miou"].item() < 0.1
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.long])
+def test_joint_histogram_and_general_paths_give_the_same_counts(dtype: torch.dtype) -> None:
+    """Values inside [0, 256) take the joint histogram; a negative or large prediction takes the general path; both
+    equal a direct count (non-square, ignored pixels, predictions of 19 and 255)."""
+    generator = torch.Generator().manual_seed(1)
+    target = torch.randint(0, NUM_EVALUATED_CLASSES, (2, 24, 70), generator=generator)
+    target[:, :3] = 255
+    preds = torch.randint(0, NUM_EVALUATED_CLASSES + 1, (2, 24, 70), generator=generator)
+    preds[:, -2:] = 255
+    expected = torch.zeros(NUM_EVALUATED_CLASSES, NUM_EVALUATED_CLASSES + 1, dtype=torch.long)
+    for row, column in zip(target.flatten().tolist(), preds.flatten().tolist()):
+        if row != 255:
+            expected[row, min(column, NUM_EVALUATED_CLASSES)] += 1
+    in_range = SegmentationIoU()
+    in_range.update(preds.to(dtype), target.to(dtype))
+    torch.testing.assert_close(in_range.confusion_matrix, expected, rtol=0, atol=0)
+    if dtype != torch.uint8:
+        out_of_range = preds.clone()
+        out_of_range[preds == 255] = -7 if dtype == torch.int32 else 100_000
+        general = SegmentationIoU()
+        general.update(out_of_range.to(dtype), target.to(dtype))
+        torch.testing.assert_close(general.confusion_matrix, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="target values"):
+        SegmentationIoU().update(preds.to(dtype), torch.full_like(target, 200).to(dtype))
