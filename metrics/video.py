@@ -47,8 +47,9 @@ MOVING_FLOW_THRESHOLD = 0.5
 
 
 def unit_range(frames: Tensor) -> Tensor:
-    """Frames in [-1, 1] mapped to [0, 1] in float64: ``clamp((x + 1) / 2, 0, 1)``."""
-    return ((frames.detach().to(torch.float64) + 1) / 2).clamp(0, 1)
+    """Frames in [-1, 1] mapped to [0, 1] in float64: ``clamp((x + 1) / 2, 0, 1)`` (a new tensor)."""
+    # In place on a fresh copy: the same operations without a new full-size temporary per step.
+    return frames.detach().to(torch.float64, copy=True).add_(1).div_(2).clamp_(0, 1)
 
 
 def _channels(frames: Tensor, channels: ChannelMode) -> Tensor:
@@ -92,7 +93,7 @@ def frame_psnr(pred: Tensor, target: Tensor, mask: Tensor | None = None, channel
     (``"restrict"``). A perfect frame gives +inf, a frame with an empty mask NaN.
     """
     _check_frames(pred, target, mask)
-    squared_error = (_channels(pred, channels) - _channels(target, channels)).square()
+    squared_error = _channels(pred, channels).sub_(_channels(target, channels)).square_()
     return -10 * torch.log10(_masked_frame_mean(squared_error, mask))
 
 
@@ -128,21 +129,28 @@ def ssim_map(pred_unit: Tensor, target_unit: Tensor) -> Tensor:
         raise ValueError(
             f"SSIM needs frames of at least {SSIM_WINDOW_SIZE} x {SSIM_WINDOW_SIZE}, got {pred_unit.shape}"
         )
-    num_channels = pred_unit.shape[1]
-    stacked = torch.cat(
-        [pred_unit, target_unit, pred_unit * pred_unit, target_unit * target_unit, pred_unit * target_unit], dim=1
-    )
-    rows_window = _gaussian_window_matrix(stacked.shape[-2], stacked.dtype, stacked.device)
-    columns_window = _gaussian_window_matrix(stacked.shape[-1], stacked.dtype, stacked.device)
+    batch, num_channels, height, width = pred_unit.shape
+    # The five maps to filter, written into one buffer (no concatenated copy); the formula below is evaluated in place
+    # on the filtered buffer, operation for operation as written above, so the values are the same.
+    stacked = pred_unit.new_empty(batch, 5 * num_channels, height, width)
+    pred_part, target_part, pred_square, target_square, cross = stacked.split(num_channels, dim=1)
+    pred_part.copy_(pred_unit)
+    target_part.copy_(target_unit)
+    torch.mul(pred_unit, pred_unit, out=pred_square)
+    torch.mul(target_unit, target_unit, out=target_square)
+    torch.mul(pred_unit, target_unit, out=cross)
+    rows_window = _gaussian_window_matrix(height, stacked.dtype, stacked.device)
+    columns_window = _gaussian_window_matrix(width, stacked.dtype, stacked.device)
     filtered = rows_window @ stacked @ columns_window.T
     mean_pred, mean_target, second_pred, second_target, second_cross = filtered.split(num_channels, dim=1)
-    variance_pred = second_pred - mean_pred**2
-    variance_target = second_target - mean_target**2
-    covariance = second_cross - mean_pred * mean_target
     c1, c2 = SSIM_K1**2, SSIM_K2**2
-    numerator = (2 * mean_pred * mean_target + c1) * (2 * covariance + c2)
-    denominator = (mean_pred**2 + mean_target**2 + c1) * (variance_pred + variance_target + c2)
-    return numerator / denominator
+    mean_pred_square, mean_target_square = mean_pred.square(), mean_target.square()
+    mean_product = mean_pred * mean_target
+    covariance_term = second_cross.sub_(mean_product).mul_(2).add_(c2)  # 2 s_xy + C2
+    numerator = mean_product.mul_(2).add_(c1).mul_(covariance_term)  # (2 mu_x mu_y + C1)(2 s_xy + C2)
+    variance_term = second_pred.sub_(mean_pred_square).add_(second_target.sub_(mean_target_square)).add_(c2)
+    denominator = mean_pred_square.add_(mean_target_square).add_(c1).mul_(variance_term)
+    return numerator.div_(denominator)
 
 
 def frame_ssim(pred: Tensor, target: Tensor, mask: Tensor | None = None, channels: ChannelMode = "rgb") -> Tensor:
