@@ -1,15 +1,18 @@
 """Cityscapes instance-level average precision (AP and AP50), computed in process on the masks' device.
 
 The algorithm is that of ``cityscapesscripts/evaluation/evalInstanceLevelSemanticLabeling.py`` (without the
-distance-based variants), re-implemented on tensors: per image, one matrix product of the flattened prediction masks
-with the indicator matrix of the ground-truth segments gives every prediction/segment intersection, from which the
-official matching is derived for all overlap thresholds at once.
+distance-based variants), re-implemented on tensors: per image, the ground-truth map is turned into a map of segment columns (one per
+ground-truth segment of an evaluated class, one for void, one for the rest) and :func:`mask_label_counts` counts every
+prediction's pixels per column (integer histograms over each mask's bounding box, or one ``bincount`` of
+(mask, column) pairs on accelerators) instead of dense full-resolution products. Every prediction/segment
+intersection, void intersection and prediction area follows, and the official matching is derived from them for all
+overlap thresholds at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,8 +27,6 @@ DEFAULT_OVERLAPS: tuple[float, ...] = tuple(np.arange(0.5, 1.0, 0.05).tolist())
 
 TRUE_POSITIVE, FALSE_POSITIVE, IGNORED = 1, 0, -1
 """Outcome codes of a prediction at one overlap threshold."""
-
-_EXACT_FLOAT32_PIXELS = 2**24
 
 
 class CityscapesInstanceAP(Metric):
@@ -66,8 +67,7 @@ class CityscapesInstanceAP(Metric):
     ``pred_outcomes`` (P, T) int8 (:data:`TRUE_POSITIVE`, :data:`FALSE_POSITIVE`, :data:`IGNORED`); and the summed
     ``num_ground_truth`` (K,) count of evaluated instances per class. Records are order-independent, so any split of
     the images across ranks gives the same result. Every rank must have seen at least one image when syncing (the
-    distributed sampler guarantees it). Intersections are counted in float32 matrix products, exact up to 2**24
-    pixels per image (float64 above).
+    distributed sampler guarantees it). Pixel counts are exact integers.
 
     ``compute`` returns float64 tensors ``{"ap", "ap50", "ap_per_class", "ap50_per_class"}`` (per class in
     ``class_ids`` order).
@@ -150,28 +150,28 @@ class CityscapesInstanceAP(Metric):
         is_evaluated = is_instance & ~is_small
         num_ground_truth = torch.bincount(segment_class[is_evaluated], minlength=num_classes)
 
-        # Indicator matrix (pixels, columns): one column per class segment, one for void pixels, one of all ones, so
-        # that a single product with the flattened masks gives every intersection and the mask areas.
-        void_column, area_column = num_segments, num_segments + 1
-        column_of_id = torch.full_like(id_area, area_column)
+        # One column per class segment, one for void pixels and one for every other pixel: each pixel lies in exactly
+        # one column, so a prediction's counts sum to its area.
+        void_column, other_column = num_segments, num_segments + 1
+        column_of_id = torch.full_like(id_area, other_column)
         void_ids = torch.tensor([i for i in VOID_LABEL_IDS if 0 <= i < id_area.numel()], dtype=torch.long)
         column_of_id[void_ids.to(device)] = void_column
         column_of_id[segment_ids] = torch.arange(num_segments, device=device)
-        pixel_column = column_of_id[flat_ids]
-        dtype = torch.float32 if height * width <= _EXACT_FLOAT32_PIXELS else torch.float64
-        indicator = torch.ones(height * width, num_segments + 2, dtype=dtype, device=device)
-        indicator[:, :area_column] = pixel_column[:, None] == torch.arange(area_column, device=device)
-        flat_masks = masks.reshape(masks.shape[0], height * width)
-        if flat_masks.dtype != torch.bool:
-            flat_masks = flat_masks != 0
-        counts = (flat_masks.to(dtype) @ indicator).round().long()
-
-        pred_area = counts[:, area_column]
+        column_dtype = torch.uint8 if other_column < 256 else torch.int32
+        pixel_column = column_of_id.to(column_dtype)[flat_ids].view(height, width)
+        # Predictions of other classes are dropped before counting (indexing copies the masks, hence the test).
         pred_class_match = labels.to(device).long()[:, None] == class_ids[None, :]
-        kept = pred_class_match.any(dim=1) & (pred_area > 0)
+        pred_scores = scores.to(device=device, dtype=torch.float64)
+        of_class = pred_class_match.any(dim=1)
+        if not bool(of_class.all()):
+            masks, pred_class_match, pred_scores = masks[of_class], pred_class_match[of_class], pred_scores[of_class]
+        masks = masks if masks.dtype == torch.bool else masks != 0
+        counts = mask_label_counts(masks, pixel_column, num_segments + 2)
+        pred_area = counts.sum(dim=1)
+        kept = pred_area > 0
         counts, pred_area = counts[kept], pred_area[kept]
         pred_class = pred_class_match[kept].long().argmax(dim=1)
-        pred_scores = scores.to(device=device, dtype=torch.float64)[kept]
+        pred_scores = pred_scores[kept]
         num_predictions = pred_scores.numel()
         if num_predictions == 0:
             outcomes = torch.empty(0, len(self.overlaps), dtype=torch.int8, device=device)
@@ -266,3 +266,88 @@ def _mean_of_defined(values: np.ndarray) -> float:
     """Mean over the non-NaN entries (NaN when there are none), like the official ``np.nanmean`` without warning."""
     defined = values[~np.isnan(values)]
     return float(defined.mean()) if defined.size else float("nan")
+
+
+CountStrategy = Literal["boxes", "nonzero"]
+_NONZERO_CHUNK_PIXELS = 2**24
+"""The ``"nonzero"`` strategy takes masks in chunks of at most this many pixels (bounds its index memory)."""
+
+
+def mask_label_counts(
+    masks: Tensor, labels: Tensor, num_labels: int, strategy: CountStrategy | None = None
+) -> Tensor:
+    """``counts[n, c]``: the number of pixels where ``masks[n]`` is true and ``labels`` equals ``c``.
+
+    Args:
+        masks: (N, H, W) bool.
+        labels: (H, W) integers in ``[0, num_labels)``, on the masks' device.
+        num_labels: number of label values (columns of the result).
+        strategy: ``None`` picks ``"boxes"`` on the CPU and ``"nonzero"`` elsewhere; both give the same integers.
+
+    * ``"boxes"``: each mask's rows are read as 64-bit words (8 pixels a load) to find its row band, the band's words
+      give its column range, and only the labels inside that box and under the mask are counted. The work is one
+      pass over the masks plus the boxes' areas, instead of N x H x W products.
+    * ``"nonzero"``: the coordinates of every mask pixel and one ``bincount`` of (mask, label) pairs, without a host
+      synchronisation per mask (for accelerators).
+
+    Returns:
+        (N, num_labels) int64 on the masks' device.
+    """
+    if masks.dim() != 3 or labels.shape != masks.shape[1:] or masks.dtype != torch.bool:
+        raise ValueError(f"expected bool masks (N, H, W) and labels (H, W), got {masks.dtype} {tuple(masks.shape)} "
+                         f"and {tuple(labels.shape)}")
+    strategy = strategy or ("boxes" if masks.device.type == "cpu" else "nonzero")
+    if strategy == "boxes":
+        return _box_counts(masks.cpu(), labels.cpu(), num_labels).to(masks.device)
+    if strategy == "nonzero":
+        return _nonzero_counts(masks, labels, num_labels)
+    raise ValueError(f"unknown strategy {strategy!r}; expected 'boxes' or 'nonzero'")
+
+
+def _row_words(masks: Tensor) -> Tensor | None:
+    """(N, H, W / 8) int64 view of contiguous bool masks (each word holds 8 pixels of 0/1 bytes), None if W % 8."""
+    if masks.shape[2] % 8 or not masks.is_contiguous() or masks.storage_offset() % 8:
+        return None
+    return masks.view(torch.uint8).view(torch.int64)
+
+
+def _box_counts(masks: Tensor, labels: Tensor, num_labels: int) -> Tensor:
+    """The ``"boxes"`` strategy of :func:`mask_label_counts` on CPU tensors."""
+    num_masks = masks.shape[0]
+    counts = np.zeros((num_masks, num_labels), dtype=np.int64)
+    if masks.numel() == 0:
+        return torch.from_numpy(counts)
+    masks = masks.contiguous()
+    words = _row_words(masks)
+    # Words of 0/1 bytes are never negative, so a row holds a pixel exactly when its largest word is positive.
+    rows_hit = (words.amax(dim=2) > 0 if words is not None else masks.any(dim=2)).numpy()
+    mask_array, label_array = masks.numpy(), labels.contiguous().numpy()
+    word_array = None if words is None else words.numpy()
+    for index in range(num_masks):
+        hit_rows = np.flatnonzero(rows_hit[index])
+        if hit_rows.size == 0:
+            continue
+        top, bottom = hit_rows[0], hit_rows[-1] + 1
+        if word_array is None:
+            hit_columns = np.flatnonzero(mask_array[index, top:bottom].any(axis=0))
+            left, right = hit_columns[0], hit_columns[-1] + 1
+        else:  # column range rounded out to whole words: a box that holds the mask is all that is needed
+            hit_words = np.flatnonzero(word_array[index, top:bottom].max(axis=0))
+            left, right = 8 * hit_words[0], 8 * (hit_words[-1] + 1)
+        box = (slice(top, bottom), slice(left, right))
+        counts[index] = np.bincount(label_array[box][mask_array[index][box]], minlength=num_labels)
+    return torch.from_numpy(counts)
+
+
+def _nonzero_counts(masks: Tensor, labels: Tensor, num_labels: int) -> Tensor:
+    """The ``"nonzero"`` strategy of :func:`mask_label_counts` (any device)."""
+    num_masks, height, width = masks.shape
+    flat_masks = masks.reshape(num_masks, height * width)
+    flat_labels = labels.reshape(-1).long()
+    counts = torch.zeros(num_masks * num_labels, dtype=torch.long, device=masks.device)
+    chunk = max(1, _NONZERO_CHUNK_PIXELS // max(1, flat_masks.shape[1]))
+    for start in range(0, num_masks, chunk):
+        mask_index, pixel = flat_masks[start : start + chunk].nonzero(as_tuple=True)
+        pairs = (mask_index + start) * num_labels + flat_labels[pixel]
+        counts += torch.bincount(pairs, minlength=num_masks * num_labels)
+    return counts.view(num_masks, num_labels)

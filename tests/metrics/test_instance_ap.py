@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
@@ -12,8 +13,10 @@ import torch
 from cityscapes_reference import INSTANCE_EVALUATOR, InstancePrediction, official_instance_ap
 from cityscapesscripts.helpers.labels import name2label
 
+from genforecast.bench.eval import prediction_tensors, synthetic_detections, synthetic_street
+from metrics import instance_ap
 from metrics.cityscapes_labels import INSTANCE_CLASS_NAMES, INSTANCE_LABEL_IDS
-from metrics.instance_ap import CityscapesInstanceAP, average_precision
+from metrics.instance_ap import CityscapesInstanceAP, average_precision, mask_label_counts
 
 HEIGHT, WIDTH = 64, 128
 ROAD, SKY, BUILDING, UNLABELED, STATIC = (
@@ -259,3 +262,120 @@ def test_speed_sanity_on_cpu() -> None:
     result = metric.compute()
     print(f"instance AP on 50 images of 256x512 with 20 masks each: {time.perf_counter() - start:.2f} s")
     assert 0 < result["ap"].item() <= 1
+
+
+# Fast paths (mask_label_counts) against dense products and against the official evaluator.
+
+
+def _dense_counts(masks: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    one_hot = torch.nn.functional.one_hot(labels.long(), num_labels)
+    return torch.einsum("nhw,hwc->nc", masks.long(), one_hot)
+
+
+@pytest.mark.parametrize("strategy", ["boxes", "nonzero"])
+@pytest.mark.parametrize("shape", [(40, 96), (37, 203), (1, 8), (64, 8)])
+def test_mask_label_counts_equal_dense_products(strategy: str, shape: tuple[int, int]) -> None:
+    """Word-aligned and odd widths (the boxes' word view and its fallback), masks touching every border, full, empty
+    and single-pixel masks, a non-contiguous mask stack."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    height, width = shape
+    labels = torch.randint(0, 7, shape, generator=generator).to(torch.uint8)
+    masks = torch.rand(9, height, width, generator=generator) < torch.linspace(0, 1, 9).view(9, 1, 1)
+    masks[0] = False
+    masks[1] = True
+    masks[2] = False
+    masks[2, -1, -1] = True
+    masks[3, :, 0] = masks[3, 0, :] = True
+    for candidate in (masks, masks[::2], masks.transpose(1, 2).contiguous().transpose(1, 2)):
+        expected = _dense_counts(candidate, labels, 7)
+        torch.testing.assert_close(mask_label_counts(candidate, labels, 7, strategy), expected, rtol=0, atol=0)
+    assert mask_label_counts(masks[:0], labels, 7, strategy).shape == (0, 7)
+
+
+def test_mask_label_counts_validates() -> None:
+    labels = torch.zeros(4, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="bool masks"):
+        mask_label_counts(torch.zeros(2, 4, 8, dtype=torch.uint8), labels, 2)
+    with pytest.raises(ValueError, match="strategy"):
+        mask_label_counts(torch.zeros(2, 4, 8, dtype=torch.bool), labels, 2, "dense")
+
+
+def _street_dataset(seed: int, height: int, width: int, num_images: int = 3, num_instances: int = 10,
+                    num_predictions: int = 24) -> tuple[list[list[InstancePrediction]], list[np.ndarray]]:
+    """The benchmark's synthetic streets: stuff, void regions, a crowd region, instances of varying size (some below
+    the minimum region size), imperfect and duplicate detections, predictions on the crowd region, false positives."""
+    rng = np.random.default_rng(seed)
+    targets = [synthetic_street(rng, height, width, num_instances) for _ in range(num_images)]
+    return [synthetic_detections(rng, target, num_predictions) for target in targets], targets
+
+
+def _tensor_inputs(predictions: list[list[InstancePrediction]], targets: list[np.ndarray]) -> tuple[list, list]:
+    height, width = targets[0].shape
+    return [prediction_tensors(p, height, width, torch.device("cpu")) for p in predictions], [
+        torch.from_numpy(t) for t in targets
+    ]
+
+
+@pytest.mark.parametrize("strategy", ["boxes", "nonzero"])
+@pytest.mark.parametrize(("seed", "height", "width"), [(10, 96, 200), (11, 75, 133), (12, 160, 96)])
+def test_fast_paths_match_official_on_rectangular_streets(
+    strategy: str, seed: int, height: int, width: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Non-square images (widths that are and are not multiples of 8), through both counting strategies."""
+    monkeypatch.setattr(instance_ap, "mask_label_counts", functools.partial(mask_label_counts, strategy=strategy))
+    predictions, targets = _street_dataset(seed, height, width)
+    official = official_instance_ap(predictions, targets, tmp_path)
+    metric = CityscapesInstanceAP()
+    metric.update(*_tensor_inputs(predictions, targets))
+    _assert_matches_official(metric.compute(), official)
+
+
+def test_many_overlapping_predictions_match_official(tmp_path: Path) -> None:
+    """Forty predictions on a few instances: many duplicates per instance, ties in score, overlaps with crowd and void."""
+    rng = np.random.default_rng(13)
+    targets = [synthetic_street(rng, 80, 160, 4) for _ in range(2)]
+    predictions = []
+    for target in targets:
+        detections = synthetic_detections(rng, target, 10)
+        copies = [(mask, label, round(float(rng.random()), 1)) for mask, label, _ in detections for _ in range(4)]
+        predictions.append(copies[:40])
+    official = official_instance_ap(predictions, targets, tmp_path)
+    metric = CityscapesInstanceAP()
+    metric.update(*_tensor_inputs(predictions, targets))
+    _assert_matches_official(metric.compute(), official)
+
+
+def test_empty_predictions_and_empty_ground_truth_match_official(tmp_path: Path) -> None:
+    """An image without predictions, an image without any instance (stuff, void and a crowd region only) but with
+    predictions, and ordinary images, mixed."""
+    predictions, targets = _street_dataset(14, 64, 128, num_images=4)
+    predictions[1] = []
+    no_instances = targets[2].copy()
+    no_instances[no_instances >= 1000] = ROAD
+    targets[2] = no_instances
+    official = official_instance_ap(predictions, targets, tmp_path)
+    metric = CityscapesInstanceAP()
+    metric.update(*_tensor_inputs(predictions, targets))
+    _assert_matches_official(metric.compute(), official)
+
+
+def test_predictions_on_ignore_regions_match_official(tmp_path: Path) -> None:
+    """Predictions covering void pixels, crowd regions and too-small instances by fractions on both sides of every
+    overlap threshold (the ignore rule), beside real detections."""
+    target = np.full((HEIGHT, WIDTH), ROAD, dtype=np.int64)
+    target[:, :20] = STATIC
+    target[10:40, 30:60] = CAR
+    target[45:52, 70:78] = CAR * 1000 + 1  # 56 pixels: below the minimum region size
+    target[20:50, 90:120] = PERSON * 1000
+    predictions = []
+    for columns in range(2, 40, 3):  # from mostly void to mostly road
+        mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
+        mask[5:25, columns : columns + 10] = True
+        predictions.append((mask, CAR, 0.3 + columns / 100))
+    for rows in range(5, 40, 4):  # sliding over the crowd region and the too-small car
+        mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
+        mask[rows : rows + 12, 40:76] = True
+        predictions.append((mask, CAR, 0.9 - rows / 100))
+    predictions.append((target == PERSON * 1000, PERSON, 0.8))
+    official = official_instance_ap([predictions], [target], tmp_path)
+    _assert_matches_official(_metric_result([predictions], [target]), official)
