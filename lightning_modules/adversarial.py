@@ -182,8 +182,12 @@ class AdversarialModule(L.LightningModule):
 
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A generator on this module's device seeded by ``(seed, step index, rank, stream)``."""
-        entropy = [self.seed, self.step_index, self.global_rank, stream]
-        state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
+        return self.seeded_generator(self.seed, self.step_index, self.global_rank, stream)
+
+    def seeded_generator(self, *entropy: int) -> torch.Generator:
+        """A generator on this module's device seeded by the integers ``entropy`` (mixed by ``np.random.SeedSequence``,
+        so nearby tuples give unrelated streams)."""
+        state = np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0]
         return torch.Generator(device=self.device).manual_seed(int(state))
 
     def training_step(self, batch: Any, batch_idx: int) -> None:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
+from datamodules.prediction import sample_names, target_names
 from genforecast.visuals import image_grid, log_image
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
 from lightning_modules.mask_rcnn_finetune import load_exported_detector
@@ -241,25 +242,38 @@ class F2FForecaster(L.LightningModule):
     # ---- forecasting and evaluation -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def forecast_features(self, sequence: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The target frame's pyramid p2..p6 forecast recursively from the input frames' features."""
+    def forecast_feature_steps(self, sequence: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Per future step, the pyramid p2..p6 forecast recursively from the input frames' features (the last one is
+        the target frame's)."""
         inputs = self.hparams.num_input_frames
         windows = {level: sequence[level][:, :inputs] for level in FORECAST_LEVELS}
+        pyramids = []
         for _ in range(self.hparams.horizon_steps):
             newest = {level: self.forecast_level(level, window)[-1] for level, window in windows.items()}
             windows = {level: torch.cat([window[:, 1:], newest[level][:, None]], dim=1)
                        for level, window in windows.items()}
-        return newest | {"p6": derive_p6(newest["p5"])}
+            pyramids.append(newest | {"p6": derive_p6(newest["p5"])})
+        return pyramids
 
-    def _predictions(self, batch: dict[str, torch.Tensor]) -> dict[str, list[dict[str, torch.Tensor]]]:
-        hp = self.hparams
-        frames = batch["frames"]
+    def forecast_features(self, sequence: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The target frame's pyramid p2..p6 forecast recursively from the input frames' features."""
+        return self.forecast_feature_steps(sequence)[-1]
+
+    def forecast_instances(self, frames: torch.Tensor, every_step: bool = False) -> list[list[dict[str, torch.Tensor]]]:
+        """The detector heads' instances of the pyramids forecast from frames (B, T, 3, h, w): per future step (only
+        the target frame's unless ``every_step``), per sample as :func:`detect_from_features` returns them."""
         sequence, pyramid = self.features(frames)
         batch_size = frames.shape[0]
         sizes = pyramid.image_sizes[:batch_size]
         originals = pyramid.original_sizes[:batch_size]
-        forecast = detect_from_features(self.detector, self.forecast_features(sequence), sizes, originals)
-        predictions = {"model": forecast}
+        pyramids = self.forecast_feature_steps(sequence)
+        return [detect_from_features(self.detector, forecast, sizes, originals)
+                for forecast in (pyramids if every_step else pyramids[-1:])]
+
+    def _predictions(self, batch: dict[str, torch.Tensor]) -> dict[str, list[dict[str, torch.Tensor]]]:
+        hp = self.hparams
+        frames = batch["frames"]
+        predictions = {"model": self.forecast_instances(frames)[-1]}
         if "copy_last" in self.instance_ap:
             last = frames[:, hp.num_input_frames - 1]
             copied = detect(self.detector, last)
@@ -285,6 +299,21 @@ class F2FForecaster(L.LightningModule):
             self.semantic_iou[name].update(semantic, batch["labels"].long())
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_forecasts(batch, predictions["model"])
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """The forecast instances of every future step of each sample, decoded as in validation.
+
+        Returns ``{"name": list[str] (B), "steps": [1, ..., S] (S = horizon_steps), "target_names": list[list[str]]
+        (B, S), the frame each step forecasts (see :func:`datamodules.prediction.target_names`), "instances":
+        list[list[dict]] (B, S)}``, each instance dict (on the CPU, best first) holding ``masks`` bool (N, h, w),
+        ``labels`` int64 (N,) Cityscapes label ids, ``scores`` float32 (N,) in [0, 1] and ``boxes`` float32 (N, 4)
+        xyxy pixels.
+        """
+        per_step = self.forecast_instances(batch["frames"], every_step=True)
+        instances = [[{key: value.cpu() for key, value in step[sample].items()} for step in per_step]
+                     for sample in range(len(batch["frames"]))]
+        return {"name": sample_names(batch), "steps": list(range(1, len(per_step) + 1)),
+                "target_names": target_names(batch, len(per_step)), "instances": instances}
 
     def on_validation_epoch_end(self) -> None:
         metrics = {}

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from datamodules.augment import scale_translate_jitter, to_unit_range
+from datamodules.prediction import sample_names
 from genforecast.visuals import image_grid, log_image
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
@@ -266,3 +267,26 @@ class FashionCAN(AdversarialModule):
         samples = self.generate(self.sample_latent(count, rng), masks)
         log_image(self.trainer, f"samples/{self.hparams.creativity}", image_grid(samples),
                   caption=f"step {self.global_step}")
+
+    # ---- prediction ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Generated samples of a predict batch (:meth:`datamodules.FashionCatalogueDataModule.predict_dataloader`).
+
+        Sample ``i`` (``batch["index"]``) comes from a latent drawn by a generator seeded with ``(seed, i)``: it does
+        not depend on the batch size, the rank or the order (only on the device type, whose generators differ). A
+        shape-conditioned model paints it into ``batch["mask"]``, the mask of a real garment.
+
+        Returns ``{"name": list[str] (B), "variant": str, the creativity variant (as the logged sample grids:
+        "none", "can", "holistic"), "samples": float32 (B, 3, R, R) in [-1, 1], and for shape-conditioned models
+        "masks": float32 (B, 1, R, R) in {0, 1}}``, tensors on the CPU.
+        """
+        _real, masks = self._real_batch(batch, rng=None)
+        latent = torch.cat([self.sample_latent(1, self.seeded_generator(self.seed, int(index)))
+                            for index in batch["index"]])
+        outputs = {"name": sample_names(batch), "variant": self.hparams.creativity,
+                   "samples": self.generate(latent, masks).float().cpu()}
+        if masks is not None:
+            outputs["masks"] = masks.cpu()
+        return outputs

@@ -24,6 +24,7 @@ import torch
 from baselines.copy_last import copy_last_forecast
 from baselines.optical_flow import flow_forecast
 from datamodules.augment import to_unit_range
+from datamodules.prediction import sample_names
 from genforecast.visuals import image_grid, log_image, log_video
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
@@ -205,12 +206,16 @@ class FrameGAN(AdversarialModule):
             forecasts["optical_flow"] = flow_forecast(inputs, steps).to(inputs.device)
         return forecasts
 
+    def _evaluation_clip(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input frames and the real future frames of a full-frame clip, in [-1, 1]."""
+        frames = to_unit_range(batch["frames"])
+        return frames[:, : self.hparams.num_input_frames], frames[:, self.hparams.num_input_frames:]
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         hp = self.hparams
-        frames = to_unit_range(batch["frames"])
-        inputs, targets = frames[:, : hp.num_input_frames], frames[:, hp.num_input_frames:]
+        inputs, targets = self._evaluation_clip(batch)
         previous = torch.cat([inputs[:, -1:], targets[:, :-1]], dim=1)
-        masks = [moving_area_mask(previous[:, step], targets[:, step], hp.motion_threshold).to(frames.device)
+        masks = [moving_area_mask(previous[:, step], targets[:, step], hp.motion_threshold).to(inputs.device)
                  for step in range(hp.eval_targets)]
         forecasts = self._predictions(inputs)
         for predictor, predicted in forecasts.items():
@@ -220,6 +225,19 @@ class FrameGAN(AdversarialModule):
                         metric.update(predicted[:, step], targets[:, step], mask)
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_strips(inputs, forecasts["model"], targets)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """The next ``eval_targets`` frames of each clip, predicted recursively from its first ``num_input_frames``
+        frames as in validation (the batch may hold fewer future frames, or none).
+
+        Returns ``{"name": list[str] (B), "inputs": float32 (B, num_input_frames, 3, H, W), "predicted": float32
+        (B, eval_targets, 3, H, W), "targets": float32 (B, K, 3, H, W), the K <= eval_targets real frames that follow
+        the inputs in the batch}``, all in [-1, 1] on the CPU.
+        """
+        inputs, targets = self._evaluation_clip(batch)
+        predicted = self.forecast(inputs, self.hparams.eval_targets)
+        return {"name": sample_names(batch), "inputs": inputs.cpu(), "predicted": predicted.cpu(),
+                "targets": targets[:, :self.hparams.eval_targets].cpu()}
 
     def on_validation_epoch_end(self) -> None:
         metrics = {}

@@ -37,6 +37,7 @@ import torch
 from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import NUM_CLASSES, train_id_colors
+from datamodules.prediction import target_names
 from genforecast.visuals import image_grid, log_image
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
 from losses import multiscale_reconstruction_loss
@@ -213,11 +214,14 @@ class JointForecaster(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:
         """Per sample: ``semantic`` trainIds (h, w) and the forecast instances ``masks``, ``labels`` (label ids),
         ``scores`` and ``track_ids`` (the past object each instance continues, 0 for an object first seen in the
-        forecast), plus the dataset ``index`` of the sample."""
+        forecast), plus the dataset ``index`` of the sample, the ``name`` of the target frame (see
+        :func:`datamodules.prediction.target_names`) and the future ``step`` it is (``horizon_steps``)."""
         forecast = self.forecast(batch)
         semantic = forecast.argmax(dim=1)
-        return [{"index": int(index), "semantic": labels.cpu(), **decoded.as_prediction()}
-                for index, labels, decoded in zip(batch["index"], semantic, self.decode(batch, forecast))]
+        names = [names[-1] for names in target_names(batch, 1)]
+        return [{"index": int(index), "name": name, "step": self.hparams.horizon_steps, "semantic": labels.cpu(),
+                 **decoded.as_prediction()}
+                for index, name, labels, decoded in zip(batch["index"], names, semantic, self.decode(batch, forecast))]
 
     def _log_forecasts(self, batch: dict[str, torch.Tensor], semantic: torch.Tensor) -> None:
         count = min(self.hparams.log_sequences, semantic.shape[0])

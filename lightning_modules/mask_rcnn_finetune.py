@@ -20,6 +20,7 @@ from cityscapesscripts.helpers.labels import id2label
 from torch import Tensor
 from torchvision.models.detection import MaskRCNN
 
+from datamodules.prediction import sample_names, target_names
 from genforecast.exported_weights import export_weights, read_exported_weights
 from genforecast.visuals import image_grid, log_image
 from metrics.cityscapes_labels import INSTANCE_ID_OFFSET
@@ -140,6 +141,18 @@ class MaskRCNNFinetune(L.LightningModule):
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_grid(frames[:GRID_IMAGES], predictions[:GRID_IMAGES], batch["instances"][:GRID_IMAGES])
 
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        """The detections of each sample's last frame (the annotated one of Cityscapes snippets), as in validation.
+
+        Returns ``{"name": list[str] (B), "steps": [0] (the observed frame, no forecast), "target_names":
+        list[list[str]] (B, 1), "instances": list[list[dict]] (B, 1)}``: the layout of
+        :meth:`lightning_modules.F2FForecaster.predict_step`, instance dicts (on the CPU) as
+        :func:`networks.detector.detect` returns them.
+        """
+        detections = detect(self.detector, batch["frames"][:, -1])
+        return {"name": sample_names(batch), "steps": [0], "target_names": target_names(batch, 1),
+                "instances": [[{key: value.cpu() for key, value in detection.items()}] for detection in detections]}
+
     def on_validation_epoch_end(self) -> None:
         scores = self.val_ap.compute()
         self.log_dict({"val/ap": scores["ap"].float(), "val/ap50": scores["ap50"].float()}, prog_bar=True)
@@ -183,6 +196,8 @@ class MaskRCNNFinetune(L.LightningModule):
         if self.trainer.is_global_zero:
             path = self.hparams.export_path or str(Path(self.trainer.default_root_dir) / "detector.pt")
             export_detector(self.detector, path)
+        # Under DDP the next stage may start on another rank as soon as this fit returns: wait for the file.
+        self.trainer.strategy.barrier("export")
 
 
 def overlay_instances(frame: Tensor, masks: Tensor, label_ids: Tensor) -> Tensor:

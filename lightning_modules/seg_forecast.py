@@ -28,6 +28,7 @@ import torch
 from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import train_id_colors
+from datamodules.prediction import sample_names, target_names
 from genforecast.visuals import image_grid, log_image
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
@@ -176,11 +177,15 @@ class SegForecastAR(AdversarialModule):
         return unroll(network, window, steps, detach)
 
     @torch.no_grad()
-    def forecast(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The predicted representation (B, C, h, w) of the target frame."""
+    def forecast_steps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The predicted representation (B, S, C, h, w) of each future frame up to the target (S = horizon_steps)."""
         sequence = self.representation(batch)
         steps = self._steps(sequence[:, : self.hparams.num_input_frames], self.hparams.horizon_steps, detach=True)
-        return steps[-1][-1]
+        return torch.stack([scales[-1] for scales in steps], dim=1)
+
+    def forecast(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The predicted representation (B, C, h, w) of the target frame."""
+        return self.forecast_steps(batch)[:, -1]
 
     def _reconstruction(self, predictions: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
@@ -252,6 +257,18 @@ class SegForecastAR(AdversarialModule):
                 self.iou[f"{predictor}__{reference}"].update(segmentation, labels)
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_segmentations(batch, predicted)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """The forecast segmentation of every future step of each sample, as validation segments the last one.
+
+        Returns ``{"name": list[str] (B), "steps": [1, ..., S] (S = horizon_steps), "target_names": list[list[str]]
+        (B, S), the frame each step forecasts (see :func:`datamodules.prediction.target_names`), "segmentation": int64
+        (B, S, h, w) trainIds 0..18 on the CPU}``.
+        """
+        steps = self.forecast_steps(batch).unbind(dim=1)
+        segmentation = torch.stack([self.segment(step) for step in steps], dim=1)
+        return {"name": sample_names(batch), "steps": list(range(1, len(steps) + 1)),
+                "target_names": target_names(batch, len(steps)), "segmentation": segmentation.cpu()}
 
     def on_validation_epoch_end(self) -> None:
         metrics = {}

@@ -22,6 +22,7 @@ from torchvision.models import segmentation
 
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import IGNORE_INDEX, NUM_CLASSES, train_id_colors
+from datamodules.prediction import sample_names, target_names
 from genforecast.exported_weights import export_weights, read_exported_weights
 from genforecast.visuals import image_grid, log_image
 from metrics.segmentation import SegmentationIoU
@@ -174,6 +175,17 @@ class SemanticSegmenter(L.LightningModule):
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_grid(images[:GRID_IMAGES], predictions[:GRID_IMAGES], labels[:GRID_IMAGES])
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """The segmentation of each sample's last frame (the annotated one of Cityscapes snippets).
+
+        Returns ``{"name": list[str] (B), "steps": [0] (the observed frame, no forecast), "target_names":
+        list[list[str]] (B, 1), "segmentation": int64 (B, 1, h, w) trainIds on the CPU}``, the layout of the
+        forecasters' predictions.
+        """
+        segmentation = self(to_unit_range(batch["frames"][:, -1])).argmax(dim=1)
+        return {"name": sample_names(batch), "steps": [0], "target_names": target_names(batch, 1),
+                "segmentation": segmentation[:, None].cpu()}
+
     def on_validation_epoch_end(self) -> None:
         scores = self.val_iou.compute()
         self.log_dict({"val/miou": scores["miou"].float(), "val/mo_miou": scores["mo_miou"].float()}, prog_bar=True)
@@ -202,6 +214,8 @@ class SemanticSegmenter(L.LightningModule):
         if self.trainer.is_global_zero:
             path = self.hparams.export_path or str(Path(self.trainer.default_root_dir) / "segmenter.pt")
             export_segmenter(self.network, path)
+        # Under DDP the next stage may start on another rank as soon as this fit returns: wait for the file.
+        self.trainer.strategy.barrier("export")
 
 
 def export_segmenter(network: SegmentationNetwork, path: str | Path) -> Path:

@@ -10,7 +10,9 @@ from genforecast.bench.eval import (
     PIXEL_EVALUATOR,
     InstancePrediction,
     OfficialEvaluatorError,
+    official_evaluator,
     official_instance_ap,
+    official_instance_ap_of_files,
     official_pixel_miou,
 )
 
@@ -19,6 +21,8 @@ __all__ = [
     "PIXEL_EVALUATOR",
     "InstancePrediction",
     "OfficialEvaluatorError",
+    "official_evaluator",
     "official_instance_ap",
+    "official_instance_ap_of_files",
     "official_pixel_miou",
 ]
