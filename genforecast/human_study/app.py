@@ -28,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from genforecast.human_study import storage
-from genforecast.human_study.assignment import AssignmentPlan, next_assignment
+from genforecast.human_study.assignment import AssignmentPlan, answer_and_assign_next, next_assignment
 from genforecast.human_study.config import StudyConfig, load_study_config
 from genforecast.human_study.create import CONFIG_NAME, IMAGES_DIR, SECRETS_NAME
 from genforecast.human_study.export import answers_csv
@@ -98,6 +98,11 @@ class Study:
         html = self.templates.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
+    def add_rater(self, rater_id: str) -> None:
+        # On the calling (worker) thread: the connection property is per thread, so it must not be read on the
+        # event loop's thread and handed to a worker.
+        storage.add_rater(self.db.connection, rater_id)
+
     def rater(self, request: Request) -> str | None:
         """The verified rater of a request, or None. A cookie that fails verification raises 403."""
         cookie = request.cookies.get(RATER_COOKIE)
@@ -148,7 +153,7 @@ def create_app(study_dir: str | Path) -> FastAPI:
         if await run_in_threadpool(study.rater, request) is not None:
             return RedirectResponse("/rate", status_code=303)
         rater_id = new_token()
-        await run_in_threadpool(storage.add_rater, study.db.connection, rater_id)
+        await run_in_threadpool(study.add_rater, rater_id)
         response = RedirectResponse("/rate", status_code=303)
         response.set_cookie(RATER_COOKIE, study.keys.sign_rater(rater_id), max_age=RATER_COOKIE_DAYS * 86400,
                             httponly=True, samesite="lax", path="/")
@@ -164,8 +169,6 @@ def create_app(study_dir: str | Path) -> FastAPI:
         assignment = next_assignment(connection, rater_id, study.plan)
         if assignment is None:
             return study.page("done.html")
-        if assignment.shown_at is None:
-            storage.mark_shown(connection, assignment.id)
         context = {"assignment": assignment.id, "csrf": study.keys.csrf_for_rater(rater_id),
                    "display_px": study.config.display_px}
         if assignment.task == "rate":
@@ -272,6 +275,6 @@ def store_answer(study: Study, rater_id: str, form: dict[str, str]) -> None:
         raise Rejected(404, "this design was not assigned to you")
     answer = parse_answer(assignment, form)
     try:
-        storage.record_answer(connection, assignment, answer)
+        answer_and_assign_next(connection, assignment, answer, study.plan)
     except storage.AnswerConflict as error:
         raise Rejected(409, "this design already has a different answer from you") from error

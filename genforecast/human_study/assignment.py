@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from genforecast.human_study.config import CONTROL
-from genforecast.human_study.storage import Assignment, get_assignment, transaction
+from genforecast.human_study.storage import Answer, Assignment, get_assignment, insert_answer, transaction
 
 DEFAULT_STALE_AFTER_S = 1800.0
 """An unanswered assignment older than this no longer counts towards its item's load (the rater left)."""
@@ -46,35 +46,54 @@ class AssignmentPlan:
 def next_assignment(connection: sqlite3.Connection, rater_id: str, plan: AssignmentPlan,
                     rng: random.Random | None = None, now: float | None = None) -> Assignment | None:
     """The rater's current task: the open one if any, else a new one (see the module docstring); None when done."""
-    rng = rng or random.SystemRandom()
-    now = time.time() if now is None else now
     # Most calls find the open task: a plain read, without taking the write lock.
     current = open_assignment(connection, rater_id)
     if current is not None:
         return current
     with transaction(connection):
-        current = open_assignment(connection, rater_id)  # another tab may have made one meanwhile
-        if current is not None:
-            return current
-        done = dict(connection.execute("SELECT task, COUNT(*) FROM assignments WHERE rater_id = ? GROUP BY task",
-                                       (rater_id,)).fetchall())
-        position = sum(done.values())
-        cutoff = now - plan.stale_after_s
-        chosen: tuple[str, str, str | None] | None = None
-        if done.get("rate", 0) < plan.ratings_per_rater:
-            item = _choose_item(connection, rater_id, cutoff, rng)
-            chosen = ("rate", item, None) if item is not None else None
-        if chosen is None and done.get("pair", 0) < plan.pairs_per_rater:
-            pair = _choose_pair(connection, rater_id, cutoff, plan.pair_controls, rng)
-            chosen = ("pair", *pair) if pair is not None else None
-        if chosen is None:
-            return None
-        task, item_a, item_b = chosen
-        key = item_a if item_b is None else "|".join(sorted((item_a, item_b)))
-        cursor = connection.execute(
-            "INSERT INTO assignments (rater_id, position, task, item_a, item_b, item_key, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", (rater_id, position, task, item_a, item_b, key, now))
-        return get_assignment(connection, cursor.lastrowid)
+        return assign_next(connection, rater_id, plan, rng, now)
+
+
+def answer_and_assign_next(connection: sqlite3.Connection, assignment: Assignment, answer: Answer,
+                           plan: AssignmentPlan, rng: random.Random | None = None, now: float | None = None) -> bool:
+    """Store an answer and make the rater's next task in one transaction, committed before returning.
+
+    One commit per answer instead of two: with ``synchronous=FULL`` each commit waits for the disk. Returns what
+    :func:`insert_answer` returns (False for an idempotent repeat).
+    """
+    with transaction(connection):
+        stored = insert_answer(connection, assignment, answer, now)
+        assign_next(connection, assignment.rater_id, plan, rng, now)
+    return stored
+
+
+def assign_next(connection: sqlite3.Connection, rater_id: str, plan: AssignmentPlan,
+                rng: random.Random | None = None, now: float | None = None) -> Assignment | None:
+    """Inside the caller's write transaction: the open task, or a newly made one, or None when the rater is done."""
+    rng = rng or random.SystemRandom()
+    now = time.time() if now is None else now
+    current = open_assignment(connection, rater_id)  # another tab may have made one meanwhile
+    if current is not None:
+        return current
+    done = dict(connection.execute("SELECT task, COUNT(*) FROM assignments WHERE rater_id = ? GROUP BY task",
+                                   (rater_id,)).fetchall())
+    position = sum(done.values())
+    cutoff = now - plan.stale_after_s
+    chosen: tuple[str, str, str | None] | None = None
+    if done.get("rate", 0) < plan.ratings_per_rater:
+        item = _choose_item(connection, rater_id, cutoff, rng)
+        chosen = ("rate", item, None) if item is not None else None
+    if chosen is None and done.get("pair", 0) < plan.pairs_per_rater:
+        pair = _choose_pair(connection, rater_id, cutoff, plan.pair_controls, rng)
+        chosen = ("pair", *pair) if pair is not None else None
+    if chosen is None:
+        return None
+    task, item_a, item_b = chosen
+    key = item_a if item_b is None else "|".join(sorted((item_a, item_b)))
+    cursor = connection.execute(
+        "INSERT INTO assignments (rater_id, position, task, item_a, item_b, item_key, created_at, shown_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (rater_id, position, task, item_a, item_b, key, now, now))
+    return get_assignment(connection, cursor.lastrowid)
 
 
 def open_assignment(connection: sqlite3.Connection, rater_id: str) -> Assignment | None:

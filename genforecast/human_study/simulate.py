@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genforecast.human_study.assignment import AssignmentPlan, next_assignment
+from genforecast.human_study.assignment import AssignmentPlan, answer_and_assign_next, next_assignment, open_assignment
 from genforecast.human_study.config import CONTROL, load_study_config
 from genforecast.human_study.create import CONFIG_NAME
-from genforecast.human_study.storage import DATABASE_NAME, Answer, add_rater, items, open_database, record_answer
+from genforecast.human_study.storage import DATABASE_NAME, Answer, add_rater, items, open_database
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ def simulate(study_dir: str | Path, raters: int, preferences: dict[str, Preferen
     plan = AssignmentPlan(config.ratings_per_rater, config.pairs_per_rater, config.pair_controls)
     rng = random.Random(seed)
     connection = open_database(study_dir / DATABASE_NAME)
+    # Simulated answers can be made again: skip the wait for the disk on every commit (WAL with NORMAL sync is
+    # still consistent after a crash; only the last commits could be lost to a power cut).
+    connection.execute("PRAGMA synchronous = NORMAL")
     try:
         study_items = {item.id: item for item in items(connection)}
         missing = {item.variant for item in study_items.values()} - set(preferences)
@@ -97,7 +100,8 @@ def simulate(study_dir: str | Path, raters: int, preferences: dict[str, Preferen
             rater_id = f"sim{seed}-{index:05d}"
             add_rater(connection, rater_id)
             leniency, curiosity, trust = rng.gauss(0, 0.4), rng.gauss(0, 0.4), rng.gauss(0, 0.5)
-            while (assignment := next_assignment(connection, rater_id, plan, rng, now=clock)) is not None:
+            assignment = next_assignment(connection, rater_id, plan, rng, now=clock)
+            while assignment is not None:
                 clock += rng.lognormvariate(math.log(4.0), 0.4)
                 first = study_items[assignment.item_a]
                 if assignment.task == "rate":
@@ -111,7 +115,8 @@ def simulate(study_dir: str | Path, raters: int, preferences: dict[str, Preferen
                     margin = (preferences[first.variant].strength - preferences[second.variant].strength
                               + 0.5 * (quality[first.id] - quality[second.id]))
                     answer = Answer(preferred=first.id if rng.random() < _sigmoid(margin) else second.id)
-                written += record_answer(connection, assignment, answer, now=clock)
+                written += answer_and_assign_next(connection, assignment, answer, plan, rng, now=clock)
+                assignment = open_assignment(connection, rater_id)
     finally:
         connection.close()
     return written

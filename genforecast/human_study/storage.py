@@ -56,7 +56,7 @@ CREATE TABLE assignments (
     item_b TEXT REFERENCES items(id),          -- the right one of a pair
     item_key TEXT NOT NULL,                    -- item id, or the two pair ids sorted: never twice per rater
     created_at REAL NOT NULL,
-    shown_at REAL,
+    shown_at REAL,                             -- first shown (= created: a task is made when a page needs it)
     UNIQUE (rater_id, position),
     UNIQUE (rater_id, task, item_key),
     CHECK ((task = 'rate') = (item_b IS NULL))
@@ -263,14 +263,6 @@ def get_assignment(connection: sqlite3.Connection, assignment_id: int) -> Assign
     return _assignment(connection.execute("SELECT * FROM assignments WHERE id = ?", (assignment_id,)).fetchone())
 
 
-def mark_shown(connection: sqlite3.Connection, assignment_id: int) -> float:
-    """Record when an assignment was first shown (the start of its response time); returns that time."""
-    with transaction(connection):
-        connection.execute("UPDATE assignments SET shown_at = ? WHERE id = ? AND shown_at IS NULL",
-                           (time.time(), assignment_id))
-        return connection.execute("SELECT shown_at FROM assignments WHERE id = ?", (assignment_id,)).fetchone()[0]
-
-
 @dataclass(frozen=True)
 class Answer:
     """The answer to one assignment: the three ratings (task ``rate``) or the preferred item id (task ``pair``)."""
@@ -286,9 +278,10 @@ class AnswerConflict(ValueError):
     """The assignment already has a different answer (an identical one is accepted as a repeat)."""
 
 
-def record_answer(connection: sqlite3.Connection, assignment: Assignment, answer: Answer,
+def insert_answer(connection: sqlite3.Connection, assignment: Assignment, answer: Answer,
                   now: float | None = None) -> bool:
-    """Store ``answer`` for ``assignment`` and commit; True if stored now, False if the same answer was already there.
+    """Store ``answer`` for ``assignment`` inside the caller's transaction; True if stored now, False if the same
+    answer was already there.
 
     A repeated submission of the same values is idempotent (a double click, a retried request); different values
     for an answered assignment raise :class:`AnswerConflict`. The caller checks that the assignment belongs to the
@@ -296,19 +289,25 @@ def record_answer(connection: sqlite3.Connection, assignment: Assignment, answer
     """
     now = time.time() if now is None else now
     started = assignment.shown_at if assignment.shown_at is not None else assignment.created_at
-    with transaction(connection):
-        existing = connection.execute("SELECT likability, novelty, origin, preferred FROM answers "
-                                      "WHERE assignment_id = ?", (assignment.id,)).fetchone()
-        if existing is not None:
-            if tuple(existing) == (answer.likability, answer.novelty, answer.origin, answer.preferred):
-                return False
-            raise AnswerConflict(f"assignment {assignment.id} already has a different answer")
-        connection.execute(
-            "INSERT INTO answers (assignment_id, rater_id, likability, novelty, origin, preferred, response_ms, "
-            "client_ms, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (assignment.id, assignment.rater_id, answer.likability, answer.novelty, answer.origin, answer.preferred,
-             max(0, round((now - started) * 1000)), answer.client_ms, now))
+    existing = connection.execute("SELECT likability, novelty, origin, preferred FROM answers "
+                                  "WHERE assignment_id = ?", (assignment.id,)).fetchone()
+    if existing is not None:
+        if tuple(existing) == (answer.likability, answer.novelty, answer.origin, answer.preferred):
+            return False
+        raise AnswerConflict(f"assignment {assignment.id} already has a different answer")
+    connection.execute(
+        "INSERT INTO answers (assignment_id, rater_id, likability, novelty, origin, preferred, response_ms, "
+        "client_ms, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (assignment.id, assignment.rater_id, answer.likability, answer.novelty, answer.origin, answer.preferred,
+         max(0, round((now - started) * 1000)), answer.client_ms, now))
     return True
+
+
+def record_answer(connection: sqlite3.Connection, assignment: Assignment, answer: Answer,
+                  now: float | None = None) -> bool:
+    """:func:`insert_answer` in its own transaction, committed before returning."""
+    with transaction(connection):
+        return insert_answer(connection, assignment, answer, now)
 
 
 ANSWER_COLUMNS = ("assignment_id", "rater_id", "position", "task", "item_a", "variant_a", "kind_a", "item_b",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,6 +106,14 @@ def synthetic_study(path: Path, per_variant: int = 10, controls: int = 10, varia
 
 
 # ---- live servers --------------------------------------------------------------------------------------------
+
+
+def starlette_test_client() -> type:
+    """Starlette's TestClient, imported without its notice that it prefers the ``httpx2`` package."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx2.*")
+        from fastapi.testclient import TestClient
+    return TestClient
 
 
 @contextmanager
