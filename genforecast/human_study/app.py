@@ -93,9 +93,9 @@ class Study:
         self.templates = Environment(loader=FileSystemLoader(PACKAGE / "templates"),
                                      autoescape=select_autoescape(["html"]))
 
-    def page(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("questions", self.config.questions)
-        html = self.templates.get_template(name).render(**context)
+        html = self.templates.get_template(template).render(**context)
         return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
     def add_rater(self, rater_id: str) -> None:
