@@ -135,8 +135,8 @@ class CityscapesInstanceAP(Metric):
         thresholds = torch.tensor(self.overlaps, dtype=torch.float64, device=device)
         num_classes = len(self.class_ids)
 
-        flat_ids = instance_ids.to(device).long().flatten()
-        id_area = torch.bincount(flat_ids)  # raises on negative ids
+        instance_ids = instance_ids.to(device)
+        id_area = label_areas(instance_ids)
         present_ids = id_area.nonzero().squeeze(1)
         segment_class_match = instance_ids_to_label_ids(present_ids)[:, None] == class_ids[None, :]
         is_class_segment = segment_class_match.any(dim=1)
@@ -157,8 +157,6 @@ class CityscapesInstanceAP(Metric):
         void_ids = torch.tensor([i for i in VOID_LABEL_IDS if 0 <= i < id_area.numel()], dtype=torch.long)
         column_of_id[void_ids.to(device)] = void_column
         column_of_id[segment_ids] = torch.arange(num_segments, device=device)
-        column_dtype = torch.uint8 if other_column < 256 else torch.int32
-        pixel_column = column_of_id.to(column_dtype)[flat_ids].view(height, width)
         # Predictions of other classes are dropped before counting (indexing copies the masks, hence the test).
         pred_class_match = labels.to(device).long()[:, None] == class_ids[None, :]
         pred_scores = scores.to(device=device, dtype=torch.float64)
@@ -166,7 +164,7 @@ class CityscapesInstanceAP(Metric):
         if not bool(of_class.all()):
             masks, pred_class_match, pred_scores = masks[of_class], pred_class_match[of_class], pred_scores[of_class]
         masks = masks if masks.dtype == torch.bool else masks != 0
-        counts = mask_label_counts(masks, pixel_column, num_segments + 2)
+        counts = mask_label_counts(masks, instance_ids, num_segments + 2, label_map=column_of_id)
         pred_area = counts.sum(dim=1)
         kept = pred_area > 0
         counts, pred_area = counts[kept], pred_area[kept]
@@ -274,14 +272,21 @@ _NONZERO_CHUNK_PIXELS = 2**24
 
 
 def mask_label_counts(
-    masks: Tensor, labels: Tensor, num_labels: int, strategy: CountStrategy | None = None
+    masks: Tensor,
+    labels: Tensor,
+    num_labels: int,
+    label_map: Tensor | None = None,
+    strategy: CountStrategy | None = None,
 ) -> Tensor:
-    """``counts[n, c]``: the number of pixels where ``masks[n]`` is true and ``labels`` equals ``c``.
+    """``counts[n, c]``: the number of pixels where ``masks[n]`` is true and the (mapped) label equals ``c``.
 
     Args:
         masks: (N, H, W) bool.
-        labels: (H, W) integers in ``[0, num_labels)``, on the masks' device.
-        num_labels: number of label values (columns of the result).
+        labels: (H, W) non-negative integers, on the masks' device: the columns themselves (in ``[0, num_labels)``)
+            or, with ``label_map``, values that it maps to columns.
+        num_labels: number of columns of the result.
+        label_map: optional (L,) integer table, ``label_map[v]`` in ``[0, num_labels)`` the column of label ``v``
+            (``L`` above every label); it is looked up at mask pixels only, never over the whole map.
         strategy: ``None`` picks ``"boxes"`` on the CPU and ``"nonzero"`` elsewhere; both give the same integers.
 
     * ``"boxes"``: each mask's rows are read as 64-bit words (8 pixels a load) to find its row band, the band's words
@@ -298,9 +303,10 @@ def mask_label_counts(
                          f"and {tuple(labels.shape)}")
     strategy = strategy or ("boxes" if masks.device.type == "cpu" else "nonzero")
     if strategy == "boxes":
-        return _box_counts(masks.cpu(), labels.cpu(), num_labels).to(masks.device)
+        lookup = None if label_map is None else label_map.cpu().numpy()
+        return _box_counts(masks.cpu(), labels.cpu(), num_labels, lookup).to(masks.device)
     if strategy == "nonzero":
-        return _nonzero_counts(masks, labels, num_labels)
+        return _nonzero_counts(masks, labels, num_labels, label_map)
     raise ValueError(f"unknown strategy {strategy!r}; expected 'boxes' or 'nonzero'")
 
 
@@ -311,7 +317,7 @@ def _row_words(masks: Tensor) -> Tensor | None:
     return masks.view(torch.uint8).view(torch.int64)
 
 
-def _box_counts(masks: Tensor, labels: Tensor, num_labels: int) -> Tensor:
+def _box_counts(masks: Tensor, labels: Tensor, num_labels: int, lookup: np.ndarray | None) -> Tensor:
     """The ``"boxes"`` strategy of :func:`mask_label_counts` on CPU tensors."""
     num_masks = masks.shape[0]
     counts = np.zeros((num_masks, num_labels), dtype=np.int64)
@@ -335,11 +341,12 @@ def _box_counts(masks: Tensor, labels: Tensor, num_labels: int) -> Tensor:
             hit_words = np.flatnonzero(word_array[index, top:bottom].max(axis=0))
             left, right = 8 * hit_words[0], 8 * (hit_words[-1] + 1)
         box = (slice(top, bottom), slice(left, right))
-        counts[index] = np.bincount(label_array[box][mask_array[index][box]], minlength=num_labels)
+        values = label_array[box][mask_array[index][box]]
+        counts[index] = np.bincount(values if lookup is None else lookup[values], minlength=num_labels)
     return torch.from_numpy(counts)
 
 
-def _nonzero_counts(masks: Tensor, labels: Tensor, num_labels: int) -> Tensor:
+def _nonzero_counts(masks: Tensor, labels: Tensor, num_labels: int, label_map: Tensor | None) -> Tensor:
     """The ``"nonzero"`` strategy of :func:`mask_label_counts` (any device)."""
     num_masks, height, width = masks.shape
     flat_masks = masks.reshape(num_masks, height * width)
@@ -348,6 +355,30 @@ def _nonzero_counts(masks: Tensor, labels: Tensor, num_labels: int) -> Tensor:
     chunk = max(1, _NONZERO_CHUNK_PIXELS // max(1, flat_masks.shape[1]))
     for start in range(0, num_masks, chunk):
         mask_index, pixel = flat_masks[start : start + chunk].nonzero(as_tuple=True)
-        pairs = (mask_index + start) * num_labels + flat_labels[pixel]
+        values = flat_labels[pixel]
+        pairs = (mask_index + start) * num_labels + (values if label_map is None else label_map.long()[values])
         counts += torch.bincount(pairs, minlength=num_masks * num_labels)
     return counts.view(num_masks, num_labels)
+
+
+def label_areas(labels: Tensor) -> Tensor:
+    """``areas[v]``: the number of pixels of label ``v`` in a map of non-negative integers, (max + 1,) int64 (empty
+    for an empty map); negative labels raise ``ValueError``.
+
+    On the CPU the row-major map is read as runs of equal values (one comparison of neighbours, then a weighted
+    count of the runs' values: label maps have few runs per row), elsewhere it is one ``bincount``.
+    """
+    if labels.device.type != "cpu":
+        if labels.numel() and int(labels.min()) < 0:
+            raise ValueError("labels must be non-negative")
+        return torch.bincount(labels.reshape(-1).long())
+    flat = labels.contiguous().numpy().reshape(-1)
+    if flat.size == 0:
+        return torch.zeros(0, dtype=torch.long)
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    values = flat[starts].astype(np.int64)
+    if values.min() < 0:
+        raise ValueError("labels must be non-negative")
+    lengths = np.diff(np.append(starts, flat.size))
+    # Float64 weights are exact for run lengths (below 2**53 pixels).
+    return torch.from_numpy(np.bincount(values, weights=lengths).astype(np.int64))

@@ -562,10 +562,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device of the suite's evaluators (the references run on the CPU)")
     parser.add_argument("--work-dir", default=None, help="where reference files are written (default: a temp dir)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1, as the single-threaded references; 0 keeps torch's own)")
 
 
 def run(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     with contextlib.ExitStack() as stack:
         work_dir = Path(args.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_eval_")))
         rows = [time_instance_ap(args, device, work_dir), time_segmentation_iou(args, device, work_dir),

@@ -16,7 +16,7 @@ from cityscapesscripts.helpers.labels import name2label
 from genforecast.bench.eval import prediction_tensors, synthetic_detections, synthetic_street
 from metrics import instance_ap
 from metrics.cityscapes_labels import INSTANCE_CLASS_NAMES, INSTANCE_LABEL_IDS
-from metrics.instance_ap import CityscapesInstanceAP, average_precision, mask_label_counts
+from metrics.instance_ap import CityscapesInstanceAP, average_precision, label_areas, mask_label_counts
 
 HEIGHT, WIDTH = 64, 128
 ROAD, SKY, BUILDING, UNLABELED, STATIC = (
@@ -288,8 +288,27 @@ def test_mask_label_counts_equal_dense_products(strategy: str, shape: tuple[int,
     masks[3, :, 0] = masks[3, 0, :] = True
     for candidate in (masks, masks[::2], masks.transpose(1, 2).contiguous().transpose(1, 2)):
         expected = _dense_counts(candidate, labels, 7)
-        torch.testing.assert_close(mask_label_counts(candidate, labels, 7, strategy), expected, rtol=0, atol=0)
-    assert mask_label_counts(masks[:0], labels, 7, strategy).shape == (0, 7)
+        torch.testing.assert_close(mask_label_counts(candidate, labels, 7, strategy=strategy), expected, rtol=0, atol=0)
+    assert mask_label_counts(masks[:0], labels, 7, strategy=strategy).shape == (0, 7)
+    # Raw values mapped to columns at mask pixels only: values 0..39 onto 3 columns.
+    raw = torch.randint(0, 40, shape, generator=generator)
+    label_map = torch.arange(40) % 3
+    torch.testing.assert_close(mask_label_counts(masks, raw, 3, label_map=label_map, strategy=strategy),
+                               _dense_counts(masks, label_map[raw], 3), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(5, 9), (64, 128), (1, 1), (0, 4)])
+def test_label_areas_equal_bincount(shape: tuple[int, int]) -> None:
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 5, shape, generator=generator) * 1000
+    labels[: shape[0] // 2] = 26001  # long runs, as in label maps
+    expected = torch.bincount(labels.flatten())
+    torch.testing.assert_close(label_areas(labels), expected, rtol=0, atol=0)
+    torch.testing.assert_close(label_areas(labels.t()), torch.bincount(labels.t().flatten()), rtol=0, atol=0)
+    if labels.numel():
+        labels[-1, -1] = -1
+        with pytest.raises(ValueError, match="non-negative"):
+            label_areas(labels)
 
 
 def test_mask_label_counts_validates() -> None:
@@ -297,7 +316,7 @@ def test_mask_label_counts_validates() -> None:
     with pytest.raises(ValueError, match="bool masks"):
         mask_label_counts(torch.zeros(2, 4, 8, dtype=torch.uint8), labels, 2)
     with pytest.raises(ValueError, match="strategy"):
-        mask_label_counts(torch.zeros(2, 4, 8, dtype=torch.bool), labels, 2, "dense")
+        mask_label_counts(torch.zeros(2, 4, 8, dtype=torch.bool), labels, 2, strategy="dense")
 
 
 def _street_dataset(seed: int, height: int, width: int, num_images: int = 3, num_instances: int = 10,
