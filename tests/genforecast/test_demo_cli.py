@@ -54,3 +54,52 @@ def test_force_rewrites_a_current_set(tmp_path: Path, counting_writer: list[dict
     ensure_demo_dataset("toy", tmp_path)
     ensure_demo_dataset("toy", tmp_path, force=True)
     assert len(counting_writer) == 2
+
+
+@pytest.fixture
+def recorded_writers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
+    """Every dataset of every scale with its writer replaced by one that records (folder, parameters)."""
+    calls: list[tuple[str, dict]] = []
+    for datasets in cli.SCALES.values():
+        for name, (folder, _, parameters) in list(datasets.items()):
+            def write(root: Path, folder: str = folder, **kwargs) -> Path:
+                calls.append((folder, kwargs))
+                root.mkdir(parents=True)
+                return root
+
+            monkeypatch.setitem(datasets, name, (folder, write, parameters))
+    return calls
+
+
+def test_paper_scale_maps_to_the_writers_paper_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           recorded_writers: list[tuple[str, dict]]):
+    """``--scale paper`` writes through the same writers: Cityscapes at 1024x2048 (30-frame snippets), UCF101 at
+    240x320 with real lengths (25 fps is the writer's), catalogues at 256 and 512 px, under data/paper by default."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--scale", "paper"]) == 0
+    written = dict(recorded_writers)
+    assert written["cityscapes"]["size"] == (1024, 2048) and sum(written["cityscapes"]["sequences_per_split"].values())
+    assert written["UCF101"]["size"] == (240, 320) and 100 <= written["UCF101"]["frames"] <= 500
+    assert written["fashion_catalogue_256"]["size"] == 256 and written["fashion_catalogue_512"]["size"] == 512
+    assert sorted(path.name for path in (tmp_path / "data" / "paper").iterdir() if not path.name.startswith(".")) \
+        == sorted(written)
+    assert demo_stamp_path("fashion_512", tmp_path / "data" / "paper", scale="paper").is_file()
+
+
+def test_paper_scale_writers_accept_their_parameters() -> None:
+    """The paper parameters are keyword arguments of the very writers the demo scale uses."""
+    import inspect
+
+    for name, (_, writer, parameters) in cli.PAPER_DATASETS.items():
+        demo_writer = cli.DATASETS[name.split("_")[0]][1]
+        assert writer is demo_writer
+        assert set(parameters) <= set(inspect.signature(writer).parameters)
+
+
+def test_demo_scale_stays_the_default_and_scales_check_their_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   recorded_writers: list[tuple[str, dict]]):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--only", "ucf101"]) == 0
+    assert recorded_writers == [("UCF101", {})] and (tmp_path / "data" / "demo" / "UCF101").is_dir()
+    with pytest.raises(SystemExit):
+        cli.main(["--scale", "paper", "--only", "fashion"])
