@@ -134,17 +134,27 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return connection
 
 
+_PROCESS_WRITE_LOCK = threading.Lock()
+
+
 @contextmanager
 def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error): takes the write lock up front, so a
-    read-then-write (e.g. choosing the least-rated item) cannot interleave with another writer."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
+    read-then-write (e.g. choosing the least-rated item) cannot interleave with another writer.
+
+    Writers of one process queue on a Python lock first: a waiting thread then wakes as soon as the previous
+    commit is done, instead of in SQLite's busy handler, which polls with sleeps of up to 100 ms (that made the
+    95th-percentile latency of 50 concurrent raters several times the median). SQLite's own lock still orders
+    writers of different processes.
+    """
+    with _PROCESS_WRITE_LOCK:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
 
 
 def initialise(path: str | Path) -> sqlite3.Connection:
