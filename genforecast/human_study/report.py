@@ -236,7 +236,8 @@ def draw_figures(report: Report, out: Path) -> dict[str, str]:
     axes.set_xlabel("novelty (mean rating, 1-5)")
     axes.set_ylabel("likability (mean rating, 1-5)")
     axes.set_title("Likability against novelty (Wundt view): images, and group means with 95% CI", fontsize=9)
-    axes.legend(fontsize=7, loc="best")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="best")
     figure.tight_layout()
     figure.savefig(out / "wundt.png")
     plt.close(figure)
@@ -253,7 +254,7 @@ def draw_figures(report: Report, out: Path) -> dict[str, str]:
     axes.set_ylabel("human novelty (mean rating, 1-5)")
     axes.set_title(f"Human against automatic novelty: Spearman rho = {correlation['rho']:.2f} "
                    f"(p = {correlation['p_value']:.2g}, {correlation['images']} images)", fontsize=9)
-    if scored:
+    if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(out / "novelty_vs_nn.png")
