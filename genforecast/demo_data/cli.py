@@ -40,7 +40,8 @@ DATASETS: dict[str, tuple[str, DatasetWriter, dict[str, Any]]] = {
 }
 """Demo dataset name -> (folder under the demo root, writer, the writer's keyword arguments)."""
 
-PAPER_SEQUENCES_PER_SPLIT = {"train": 2, "val": 1}
+PAPER_SEQUENCES_PER_SPLIT = {"train": 4, "val": 1}
+"""Enough training snippets for one batch of the F2F configs (4 sequences at 1024x2048)."""
 PAPER_UCF101_FRAMES = 200
 """UCF101 clips last 7 s on average (about 180 frames at 25 fps); the paper-scale videos have 200 frames."""
 
