@@ -1,4 +1,11 @@
-"""Pictures for the experiment logs: sample grids and strips, sent to whichever logger the run uses."""
+"""Pictures for the experiment logs: sample grids and strips, sent to whichever logger the run uses.
+
+Two rules keep them safe and comparable. No collective is called here: these functions run on rank zero only
+(``rank_zero_only``), so they write under ``trainer.default_root_dir`` (the run folder, the same on every rank)
+and never ask ``trainer.log_dir``, which broadcasts and would leave the other ranks waiting. And each picture is
+logged at :func:`log_step`, the step Lightning logs metrics at (batches, not optimiser steps: a GAN makes two
+optimiser steps per batch), so pictures and metrics share one x axis on W&B.
+"""
 
 from __future__ import annotations
 
@@ -18,21 +25,25 @@ def image_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, fl
     return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
 
 
+def log_step(trainer: L.Trainer) -> int:
+    """The step the trainer's loggers record metrics at (Lightning's count of batches that stepped)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 @rank_zero_only
 def log_image(trainer: L.Trainer, key: str, grid: torch.Tensor, caption: str | None = None) -> Path | None:
     """Log a (3, H, W) image in [0, 1]: to W&B when it is the logger, and always as a PNG under the log dir.
 
-    The PNG copy (``<log_dir>/images/<key>/step_<global_step>.png``) keeps the pictures next to the run's
-    checkpoints and CSV metrics, so offline and CSV-logged runs have them too.
+    The PNG copy (``<run folder>/images/<key>/step_<step>.png``) keeps the pictures next to the run's checkpoints
+    and CSV metrics, so offline and CSV-logged runs have them too.
     """
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-    path = log_dir / "images" / key.replace("/", "_") / f"step_{trainer.global_step:08d}.png"
+    step = log_step(trainer)
+    path = Path(trainer.default_root_dir) / "images" / key.replace("/", "_") / f"step_{step:08d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[str(path)], caption=[caption] if caption else None,
-                             step=trainer.global_step)
+            logger.log_image(key=key, images=[str(path)], caption=[caption] if caption else None, step=step)
     return path
 
 
@@ -62,12 +73,12 @@ def log_video(trainer: L.Trainer, key: str, frames: torch.Tensor, fps: int = 4) 
 
     The clip is encoded here with PyAV (``wandb.Video`` from arrays would need moviepy).
     """
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-    path = encode_video(frames, log_dir / "videos" / key.replace("/", "_") / f"step_{trainer.global_step:08d}.mp4",
+    step = log_step(trainer)
+    path = encode_video(frames, Path(trainer.default_root_dir) / "videos" / key.replace("/", "_") / f"step_{step:08d}.mp4",
                         fps=fps)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            logger.experiment.log({key: wandb.Video(str(path), format="mp4"), "trainer/global_step": trainer.global_step})
+            logger.experiment.log({key: wandb.Video(str(path), format="mp4"), "trainer/global_step": step})
     return path

@@ -17,12 +17,23 @@ NonFinitePolicy = Literal["stop", "skip"]
 class DivergenceError(RuntimeError):
     """Raised when training diverges under the ``stop`` policy; the message names the step and checkpoints."""
 
+    run_status = "diverged"
+
 
 def _checkpoint_dir(trainer: L.Trainer) -> Path:
     callback = trainer.checkpoint_callback
     if callback is not None and getattr(callback, "dirpath", None):
         return Path(callback.dirpath)
     return Path(trainer.default_root_dir) / "checkpoints"
+
+
+def _unused_path(folder: Path, stem: str) -> Path:
+    """``<folder>/<stem>.ckpt``, or ``<stem>-v<n>.ckpt`` when taken: a diverged checkpoint is never overwritten."""
+    path, version = folder / f"{stem}.ckpt", 1
+    while path.exists():
+        version += 1
+        path = folder / f"{stem}-v{version}.ckpt"
+    return path
 
 
 def losses_are_finite(module: L.LightningModule, losses: dict[str, torch.Tensor], phase: str,
@@ -46,10 +57,11 @@ def losses_are_finite(module: L.LightningModule, losses: dict[str, torch.Tensor]
     if policy == "skip":
         log.warning("non-finite %s loss at %s (%s): step skipped", phase, where, described)
         return False
-    path = _checkpoint_dir(trainer) / f"diverged-step={trainer.global_step}.ckpt"
+    path = _unused_path(_checkpoint_dir(trainer), f"diverged-step={trainer.global_step}")
+    path = trainer.strategy.broadcast(path)  # rank 0's choice: the ranks may see the folder at different times
     trainer.save_checkpoint(path)
     raise DivergenceError(
         f"training diverged: non-finite {phase} loss at {where} ({described}). The weights from before this step "
-        f"are saved in {path}; resume with --ckpt_path {path} after lowering the learning rate or enabling "
-        "gradient clipping, or set the model's nonfinite policy to 'skip' to drop such steps."
+        f"are saved in {path}; resume with --ckpt_path {path} and a lower --model.init_args.lr (it replaces the "
+        "checkpoint's), or set --model.init_args.nonfinite skip to drop such steps."
     )

@@ -73,6 +73,8 @@ class ShapeTextureClassifier(L.LightningModule):
         if self.trainer.is_global_zero:
             path = self.hparams.export_path or str(Path(self.trainer.default_root_dir) / "classifier.pt")
             export_classifier(self.network, path)
+        # Under DDP the next stage may start on another rank as soon as this fit returns: wait for the file.
+        self.trainer.strategy.barrier("export")
 
 
 def export_classifier(network: ShapeTextureResNet, path: str | Path) -> Path:

@@ -5,8 +5,9 @@ Without ``CITYSCAPES_DATASET`` it writes the procedural Cityscapes-format demo s
 (``configs/f2f/demo/``), then scores the one forecaster mid-term (3 autoregressive steps) and short-term (one
 step) on the validation sequences. With ``CITYSCAPES_DATASET`` and ``F2F_DETECTOR`` set it runs the paper's
 schedule, ``configs/f2f/{p5,p4,p3,p2,ar_finetune}.yaml`` in order, and scores the AR fine-tuned model. There a
-stage with a ``last.ckpt`` is resumed from it (``--ckpt_path``): a killed study picks up where it stopped and a
-finished stage returns at once; delete ``outputs/f2f/<stage>`` to retrain one. The demo always retrains.
+stage whose newest run has a ``last.ckpt`` is resumed from it (``--ckpt_path last``): a killed study picks up
+where it stopped and a finished stage returns at once; remove ``outputs/f2f/<stage>/latest`` to retrain one (its
+run folder stays). The demo always trains new runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
+from genforecast import runs
 from genforecast.study import (
     FORECAST_COLUMNS,
     fit_and_validate,
@@ -22,7 +24,6 @@ from genforecast.study import (
     publish_results,
     study_setup,
     validate,
-    write_rows,
 )
 
 SCHEDULE = ("p5", "p4", "p3", "p2", "ar_finetune")
@@ -32,14 +33,10 @@ ROWS = {"model": "F2F (forecast features)", "copy_last": "copy last frame (detec
         "optical_flow": "optical-flow warp (detector masks)", "oracle": "oracle (detector on target)"}
 
 
-def _last_checkpoint(variant: str) -> Path:
-    return Path("outputs") / "f2f" / variant / "checkpoints" / "last.ckpt"
-
-
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
     configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
-    detector = Path(os.environ.get("F2F_DETECTOR", "outputs/f2f/detector/detector.pt"))
+    detector = Path(os.environ.get("F2F_DETECTOR", runs.latest_file("f2f", "detector", "detector.pt")))
     if not detector.is_file():
         overlay = [configs / "f2f" / "demo" / "detector.yaml"] if demo else []
         fit_and_validate([*presets, configs / "f2f" / "detector.yaml", *overlay], overrides)
@@ -47,16 +44,13 @@ def run(args: argparse.Namespace) -> None:
         stages = [("demo_all_levels", [configs / "f2f" / "p5.yaml", configs / "f2f" / "demo" / "f2f.yaml"])]
     else:
         stages = [(stage, [configs / "f2f" / f"{stage}.yaml"]) for stage in SCHEDULE]
-    for variant, stage_configs in stages:
-        last = _last_checkpoint(variant)
-        resume = [f"--ckpt_path={last}"] if not demo and last.is_file() else []
+    resume = [] if demo else ["--ckpt_path=last"]  # a stage with a newest run resumes (or returns) from it
+    for _, stage_configs in stages:
         trained = fit_and_validate([*presets, *stage_configs], [*overrides, *resume])
-    final_variant, final_configs = stages[-1]
-    short = validate([*presets, *final_configs],
-                     [*overrides, f"--ckpt_path={_last_checkpoint(final_variant)}", "--data.init_args.horizon=short",
+    short = validate([*presets, *stages[-1][1]],
+                     [*overrides, f"--ckpt_path={trained.last_checkpoint}", "--data.init_args.horizon=short",
                       "--model.init_args.horizon_steps=1"])
     rows = forecast_rows(ROWS, short, trained, trained="model")
-    write_rows("f2f", rows)
     source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
     publish_results(args, "f2f", f"F2F study ({source}), instance AP / AP50 and MO-mIoU in %",
-                    {"forecasting": (rows, FORECAST_COLUMNS)})
+                    {"forecasting": (rows, FORECAST_COLUMNS)}, rows=rows)

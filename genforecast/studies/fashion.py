@@ -12,6 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
+from genforecast import runs
 from genforecast.study import fit_and_validate, publish_results, study_setup
 
 COLUMNS = [("variant", "variant"), ("val/shape_entropy", "shape entropy"), ("val/texture_entropy", "texture entropy"),
@@ -23,16 +24,17 @@ COLUMNS = [("variant", "variant"), ("val/shape_entropy", "shape entropy"), ("val
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "fashion", "FASHION_CATALOGUE")
     configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
-    classifier_path = Path(os.environ.get("FASHION_CLASSIFIER", "outputs/fashion/classifier/classifier.pt"))
+    classifier_path = Path(os.environ.get("FASHION_CLASSIFIER", runs.latest_file("fashion", "classifier",
+                                                                                  "classifier.pt")))
     if not classifier_path.is_file():
         overlay = [configs / "fashion" / "demo" / "classifier.yaml"] if demo else []
-        accuracy = fit_and_validate([*presets, configs / "fashion" / "classifier.yaml", *overlay], overrides)
-        print(f"classifier: {accuracy}")
+        classifier = fit_and_validate([*presets, configs / "fashion" / "classifier.yaml", *overlay], overrides)
+        print(f"classifier: {classifier.metrics}")
     variants = ["gan", "can", "canh"] + (["gan_shape", "can_shape", "canh_shape"] if args.all_variants else [])
     rows = []
     for variant in variants:
         overlay = [configs / "fashion" / "demo" / "gan.yaml"] if demo else []
-        metrics = fit_and_validate([*presets, configs / "fashion" / f"{variant}.yaml", *overlay], overrides)
-        rows.append({"variant": variant, **metrics})
+        trained = fit_and_validate([*presets, configs / "fashion" / f"{variant}.yaml", *overlay], overrides)
+        rows.append({"variant": variant, **trained.metrics})
     source = "procedural demo catalogue" if demo else os.environ["FASHION_CATALOGUE"]
-    publish_results(args, "fashion", f"DesIGN study ({source})", {"variants": (rows, COLUMNS)})
+    publish_results(args, "fashion", f"DesIGN study ({source})", {"variants": (rows, COLUMNS)}, rows=rows)

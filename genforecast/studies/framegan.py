@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> None:
     overlay = [configs / "framegan" / "demo" / "train.yaml"] if demo else []
     rows: list[dict[str, object]] = []
     for index, variant in enumerate(ALL_VARIANTS if args.all_variants else DEMO_VARIANTS):
-        metrics = fit_and_validate([*presets, configs / "framegan" / f"{variant}.yaml", *overlay], overrides)
-        rows += _rows(variant, metrics, with_baselines=index == 0)
+        trained = fit_and_validate([*presets, configs / "framegan" / f"{variant}.yaml", *overlay], overrides)
+        rows += _rows(variant, trained.metrics, with_baselines=index == 0)
     source = "procedural UCF101-format demo" if demo else os.environ["UCF101_ROOT"]
     publish_results(args, "framegan", f"Mathieu et al. 2016 study ({source})",
-                    {"moving areas": (rows, _columns("moving")), "full frames": (rows, _columns("full"))})
+                    {"moving areas": (rows, _columns("moving")), "full frames": (rows, _columns("full"))}, rows=rows)

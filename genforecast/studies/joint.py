@@ -7,7 +7,7 @@ come from the exported segmenter and detector (``CITYSCAPES_SEGMENTER``, ``F2F_D
 scored mid-term, then short-term (one step) from the same checkpoint, as the F2F study does.
 
 The printed table is the talk's: method, semantic and instance scores per horizon, training time and network
-size; when the F2F study has run (``outputs/f2f/results.json``) its rows are included.
+size; when the F2F study has run (``outputs/f2f/study/latest/results.json``) its rows are included.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import argparse
 import os
 from pathlib import Path
 
+from genforecast import runs
+from genforecast.cli import UserError
 from genforecast.study import (
     FORECAST_COLUMNS,
     fit_and_validate,
@@ -24,7 +26,6 @@ from genforecast.study import (
     read_rows,
     study_setup,
     validate,
-    write_rows,
 )
 
 ROWS = {"model": "distance maps (JointForecaster)", "copy_last": "copy last frame (its objects)",
@@ -35,21 +36,19 @@ def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
     configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
     if not demo:
-        for variable, default in (("CITYSCAPES_SEGMENTER", "outputs/segforecast/segmenter/segmenter.pt"),
-                                  ("F2F_DETECTOR", "outputs/f2f/detector/detector.pt")):
+        for variable, default in (("CITYSCAPES_SEGMENTER", runs.latest_file("segforecast", "segmenter", "segmenter.pt")),
+                                  ("F2F_DETECTOR", runs.latest_file("f2f", "detector", "detector.pt"))):
             if not Path(os.environ.get(variable, default)).is_file():
-                raise SystemExit(f"the joint study on Cityscapes needs the exported models: {variable} (or {default}) "
+                raise UserError(f"the joint study on Cityscapes needs the exported models: {variable} (or {default}) "
                                  f"does not exist; run `make train-segforecast` and `make train-f2f` first")
     config = [*presets, configs / "joint" / "distance_ar.yaml"]
     config += [configs / "joint" / "demo" / "forecaster.yaml"] if demo else []
     mid = fit_and_validate(config, overrides)
-    checkpoint = Path("outputs") / "joint" / "distance_ar" / "checkpoints" / "last.ckpt"
-    short = validate(config, [*overrides, f"--ckpt_path={checkpoint}", "--data.init_args.horizon=short",
+    short = validate(config, [*overrides, f"--ckpt_path={mid.last_checkpoint}", "--data.init_args.horizon=short",
                               "--model.init_args.horizon_steps=1"])
     rows = forecast_rows(ROWS, short, mid, trained="model")
-    write_rows("joint", rows)
     f2f_rows = read_rows("f2f")
     source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
     note = "" if f2f_rows else "\n(no F2F rows: run `make train-f2f` to add them)"
     publish_results(args, "joint", f"Future instance and semantic segmentation ({source}), in %",
-                    {"forecasting": (f2f_rows + rows, FORECAST_COLUMNS)}, note)
+                    {"forecasting": (f2f_rows + rows, FORECAST_COLUMNS)}, note, rows=rows)

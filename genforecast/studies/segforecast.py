@@ -12,33 +12,35 @@ import argparse
 import os
 from pathlib import Path
 
-from genforecast.study import fit_and_validate, publish_results, study_setup
+from genforecast import runs
+from genforecast.study import StageRun, fit_and_validate, publish_results, study_setup
 
 ROWS = {"copy_last": "copy last segmentation", "optical_flow": "optical-flow warp"}
 COLUMNS = [("row", "method"), ("miou_gt", "mIoU (GT)"), ("mo_miou_gt", "MO-mIoU (GT)"),
            ("miou_segmenter", "mIoU (segmenter)"), ("mo_miou_segmenter", "MO-mIoU (segmenter)")]
 
 
-def _row(name: str, predictor: str, metrics: dict[str, float]) -> dict[str, object]:
+def _row(name: str, predictor: str, stage: StageRun) -> dict[str, object]:
     prefix = f"val/{predictor}/"
-    return {"row": name} | {key[len(prefix):]: 100 * value for key, value in metrics.items()
+    return {"row": name} | {key[len(prefix):]: 100 * value for key, value in stage.metrics.items()
                             if key.startswith(prefix)}
 
 
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
     configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
-    segmenter = Path(os.environ.get("CITYSCAPES_SEGMENTER", "outputs/segforecast/segmenter/segmenter.pt"))
+    segmenter = Path(os.environ.get("CITYSCAPES_SEGMENTER", runs.latest_file("segforecast", "segmenter",
+                                                                              "segmenter.pt")))
     if not segmenter.is_file():
         overlay = [configs / "segforecast" / "demo" / "segmenter.yaml"] if demo else []
         fit_and_validate([*presets, configs / "segforecast" / "segmenter.yaml", *overlay], overrides)
     overlay = [configs / "segforecast" / "demo" / "forecaster.yaml"] if demo else []
     autoregressive = fit_and_validate([*presets, configs / "segforecast" / "s2s_ar.yaml", *overlay], overrides)
-    checkpoint = Path("outputs") / "segforecast" / "s2s_ar" / "checkpoints" / "last.ckpt"
     overlay += [configs / "segforecast" / "demo" / "ar_finetune.yaml"] if demo else []
     finetuned = fit_and_validate([*presets, configs / "segforecast" / "s2s_ar_finetune.yaml", *overlay],
-                                 [*overrides, f"--model.init_args.init_weights={checkpoint}"])
+                                 [*overrides, f"--model.init_args.init_weights={autoregressive.last_checkpoint}"])
     rows = [_row(name, predictor, autoregressive) for predictor, name in ROWS.items()]
     rows += [_row("S2S autoregressive", "model", autoregressive), _row("S2S AR fine-tuned", "model", finetuned)]
     source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
-    publish_results(args, "segforecast", f"S2S study, mid-term ({source}), in %", {"mid-term": (rows, COLUMNS)})
+    publish_results(args, "segforecast", f"S2S study, mid-term ({source}), in %", {"mid-term": (rows, COLUMNS)},
+                    rows=rows)

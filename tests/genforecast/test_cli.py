@@ -9,8 +9,9 @@ import yaml
 from conftest import CONFIGS
 
 from genforecast import cli
-from genforecast.cli import SuiteCLI, main
+from genforecast.cli import main
 from genforecast.loggers import SuiteWandbLogger
+from genforecast.training_cli import SuiteCLI
 from lightning_modules.guard import DivergenceError
 
 PRESETS = [f"--config={CONFIGS / 'trainer' / 'cpu.yaml'}", f"--config={CONFIGS / 'logger' / 'csv.yaml'}"]
@@ -133,7 +134,7 @@ def test_print_config_resolves_interpolation_across_files_and_overrides(fashion_
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["init_args"]["resolution"] == 32
-    assert printed["trainer"]["logger"]["init_args"]["save_dir"] == "outputs/fashion/canh"
+    assert printed["experiment"]["variant"] == "canh"
     assert printed["data"]["init_args"]["root"].endswith("fashion_catalogue")
 
 
@@ -154,7 +155,8 @@ def test_wandb_logger_is_named_and_grouped_by_experiment(fashion_env: Path):
     assert logger._wandb_init["name"] == "can"
     assert logger._wandb_init["group"] == "fashion"
     assert "can" in logger._wandb_init["tags"]
-    assert run.trainer.checkpoint_callback.dirpath.endswith("outputs/fashion/can/checkpoints")
+    assert Path(run.trainer.checkpoint_callback.dirpath) == fashion_env / "outputs" / "fashion" / "can" / run.run.run_id / "checkpoints"
+    assert logger._wandb_init["dir"] == str(run.run.path)
 
 
 def test_ckpt_path_last_resumes(fashion_env: Path):
@@ -162,7 +164,7 @@ def test_ckpt_path_last_resumes(fashion_env: Path):
             "--model.init_args.classifier_weights=null", "--trainer.max_epochs=-1",
             "--trainer.limit_val_batches=0", "--checkpoint.every_n_train_steps=2", "--checkpoint.monitor=null"]
     assert main([*base, "--trainer.max_steps=4"]) == 0
-    last = fashion_env / "outputs" / "fashion" / "gan" / "checkpoints" / "last.ckpt"
+    last = fashion_env / "outputs" / "fashion" / "gan" / "latest" / "checkpoints" / "last.ckpt"
     assert last.is_file()
     run = SuiteCLI("fit", [*base[1:], "--trainer.max_steps=8", "--ckpt_path=last"])
     run.run_stage()
@@ -174,8 +176,7 @@ def test_divergence_is_reported_with_exit_code(monkeypatch: pytest.MonkeyPatch, 
     def diverge(self):
         raise DivergenceError("training diverged: non-finite generator loss at global step 7")
 
-    monkeypatch.setattr(cli.SuiteCLI, "__init__", lambda self, stage, args: None)
-    monkeypatch.setattr(cli.SuiteCLI, "run_stage", diverge)
+    monkeypatch.setattr(cli, "_run_stage", lambda stage, args: diverge(None))
     assert main(["fit"]) == 3
     assert "global step 7" in capsys.readouterr().err
 
@@ -188,13 +189,17 @@ def test_help_lists_stages_and_tools(capsys):
     assert main(["train"]) == 2
 
 
-def test_a_rerun_replaces_last_checkpoint_instead_of_versioning_it(fashion_env: Path):
+def test_a_rerun_gets_its_own_run_folder_and_leaves_the_first_untouched(fashion_env: Path):
     args = ["fit", *PRESETS, f"--config={CONFIGS / 'fashion' / 'gan.yaml'}", *TINY["lightning_modules.FashionCAN"],
             "--model.init_args.classifier_weights=null", "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0",
-            "--checkpoint.monitor=null", "--trainer.max_steps=2"]
+            "--checkpoint.monitor=null", "--trainer.max_steps=4"]
     assert main(args) == 0
-    folder = fashion_env / "outputs" / "fashion" / "gan" / "checkpoints"
-    first = (folder / "last.ckpt").stat().st_mtime_ns
-    assert main(args) == 0
-    assert (folder / "last.ckpt").stat().st_mtime_ns > first
-    assert not list(folder.glob("*-v1.ckpt"))
+    variant = fashion_env / "outputs" / "fashion" / "gan"
+    first = (variant / "latest").resolve()
+    first_last = (first / "checkpoints" / "last.ckpt").read_bytes()
+    assert main([*args[:-1], "--trainer.max_steps=2"]) == 0
+    second = (variant / "latest").resolve()
+    assert second != first and second.parent == first.parent
+    assert (first / "checkpoints" / "last.ckpt").read_bytes() == first_last
+    for run in (first, second):
+        assert {path.name for path in run.iterdir()} >= {"checkpoints", "csv", "config.yaml", "run.json"}
