@@ -55,7 +55,9 @@ SECURITY_HEADERS = [
                                  b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: under that policy browsers send "Origin: null" with form posts, which the same-origin
+    # check must refuse. same-origin still tells other sites nothing.
+    (b"referrer-policy", b"same-origin"),
 ]
 
 
@@ -189,6 +191,10 @@ def create_app(study_dir: str | Path) -> FastAPI:
             raise Rejected(403, "the form has expired or comes from another site")
         await run_in_threadpool(store_answer, study, rater_id, form)
         return RedirectResponse("/rate", status_code=303)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)  # browsers ask for one; an empty answer keeps their consoles quiet
 
     @app.get("/img/{item_id}")
     def image(item_id: str, request: Request) -> Response:

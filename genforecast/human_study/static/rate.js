@@ -63,21 +63,20 @@
   var pair = document.getElementById("pair-form");
   if (pair) {
     var chosen = false;
-    var pick = function (button) {
-      if (chosen) { return; }
+    // Clicks submit natively (with the clicked button's value); keys go through requestSubmit, which fires this
+    // same event. Calling requestSubmit from inside a submit event would be ignored by the browser.
+    pair.addEventListener("submit", function (event) {
+      if (chosen || !event.submitter) { event.preventDefault(); return; }
       chosen = true;
       stamp(pair);
-      pair.requestSubmit(button);
-    };
-    pair.addEventListener("submit", function (event) {
-      if (chosen) { return; }
-      event.preventDefault();
-      if (event.submitter) { pick(event.submitter); }
     });
+    var pick = function (id) {
+      if (!chosen) { pair.requestSubmit(document.getElementById(id)); }
+    };
     document.addEventListener("keydown", function (event) {
       if (event.altKey || event.ctrlKey || event.metaKey) { return; }
-      if (event.key === "ArrowLeft" || event.key === "1") { event.preventDefault(); pick(document.getElementById("choose-left")); }
-      if (event.key === "ArrowRight" || event.key === "2") { event.preventDefault(); pick(document.getElementById("choose-right")); }
+      if (event.key === "ArrowLeft" || event.key === "1") { event.preventDefault(); pick("choose-left"); }
+      if (event.key === "ArrowRight" || event.key === "2") { event.preventDefault(); pick("choose-right"); }
     });
   }
 })();

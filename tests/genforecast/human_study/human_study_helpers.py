@@ -79,8 +79,9 @@ def catalogue_pixels(catalogue: Path, count: int, size: int = 32) -> list[np.nda
 
 
 def synthetic_study(path: Path, per_variant: int = 10, controls: int = 10, variants: tuple[str, ...] = VARIANTS,
-                    catalogue: Path | None = None, scores: bool = True, seed: int = 0, **settings: Any) -> Path:
-    """A study folder written directly (no generation): distinct 32 px images per variant and controls.
+                    catalogue: Path | None = None, scores: bool = True, seed: int = 0, size: int = 32,
+                    **settings: Any) -> Path:
+    """A study folder written directly (no generation): distinct ``size`` px images per variant and controls.
 
     Images are random noise, or recoloured catalogue garments when ``catalogue`` is given; generated images get
     random automatic novelty scores when ``scores``. ``settings`` override :class:`StudyConfig` fields.
@@ -89,20 +90,20 @@ def synthetic_study(path: Path, per_variant: int = 10, controls: int = 10, varia
     groups = [(variant, "generated") for variant in variants] + [(CONTROL, "control")]
     counts = [per_variant] * len(variants) + [controls]
     total = sum(counts)
-    base = catalogue_pixels(catalogue, total) if catalogue is not None else [
-        rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(total)]
+    base = catalogue_pixels(catalogue, total, size) if catalogue is not None else [
+        rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(total)]
     images, index = [], 0
     for (group, kind), count in zip(groups, counts):
         for number in range(count):
             pixels = base[index].copy()
-            pixels[0, 0] = (index % 256, index // 256, 7)  # every image distinct, even from a repeated garment
+            pixels[0, 0] = (255, 255 - index // 256 % 256, 255 - index % 256)  # all distinct, barely visible
             index += 1
             image_scores = {"novelty_nn": float(rng.gamma(4.0, 2.0)), "shape_entropy": float(rng.uniform(0, 2)),
                             "texture_entropy": float(rng.uniform(0, 2))} if scores and kind == "generated" else {}
             images.append(StudyImage(pixels, kind, group, f"synthetic {group} {number}", image_scores))
     config = StudyConfig(catalogue=path / "no-catalogue", variants={v: path / f"{v}.ckpt" for v in variants},
                          name="synthetic", **settings)
-    return write_study(path, config, images, resolution=32)
+    return write_study(path, config, images, resolution=size)
 
 
 # ---- live servers --------------------------------------------------------------------------------------------
