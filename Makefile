@@ -13,7 +13,7 @@ STUDY := $(GENFORECAST) study --trainer $(TRAINER) --logger $(LOGGER) --demo-roo
 
 .PHONY: install test test-slow lint demo-data clean \
 	train-fashion train-framegan train-segforecast train-f2f train-joint \
-	bench-fashion bench-framegan bench-segforecast bench-f2f bench-joint
+	bench-fashion bench-framegan bench-segforecast bench-f2f bench-joint human-study
 
 install: $(STAMP)
 
@@ -64,6 +64,15 @@ train-joint: install
 
 bench-joint: install
 	$(GENFORECAST) bench joint
+
+# DesIGN's human evaluation on the fashion demo checkpoints: trains them (make train-fashion's study) when they are
+# missing, creates the study once (reused with its answers afterwards), serves it on 127.0.0.1 and prints the links.
+HUMAN_STUDY ?= outputs/human_study/demo
+HUMAN_STUDY_PORT ?= 8000
+human-study: install
+	$(GENFORECAST) human-study demo --check || $(STUDY) fashion
+	$(GENFORECAST) human-study demo --demo-root $(DATA) --out $(HUMAN_STUDY)
+	$(GENFORECAST) human-study serve $(HUMAN_STUDY) --port $(HUMAN_STUDY_PORT)
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .ruff_cache
