@@ -82,20 +82,33 @@ def load_generator(path: Path, trust: bool = False) -> object:
     """A FashionCAN checkpoint on the CPU, in eval mode, without its metric networks (they are not needed here).
 
     ``weights_only=True`` reads tensors and plain values only; ``trust=True`` allows full unpickling, for
-    checkpoints from a source you trust that carry other objects.
+    checkpoints from a source you trust that carry other objects. A checkpoint trained with ``classifier_weights``
+    also holds the frozen metric classifier's weights: they are left out (``strict=False``), and the generator's
+    weights are then loaded again strictly, so a checkpoint that does not fit the generator is still an error.
     """
     import pickle
+
+    import torch
 
     from lightning_modules.fashion_can import FashionCAN
 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
-        model = FashionCAN.load_from_checkpoint(path, map_location="cpu", weights_only=not trust,
-                                                classifier_weights=None, inception_weights=None, compile_mode=None)
+        with warnings.catch_warnings():  # the left-out classifier keys, listed one by one: checked below instead
+            warnings.filterwarnings("ignore", message=".*not in the model state dict.*")
+            model = FashionCAN.load_from_checkpoint(path, map_location="cpu", weights_only=not trust, strict=False,
+                                                    classifier_weights=None, inception_weights=None,
+                                                    compile_mode=None)
+        state = torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)["state_dict"]
+        model.generator.load_state_dict({name.removeprefix("generator."): value for name, value in state.items()
+                                         if name.startswith("generator.")}, strict=True)
     except pickle.UnpicklingError as error:
         raise ValueError(f"{path} holds objects other than tensors and plain values; if you trust the file, run "
                          f"create with --trust-checkpoints ({error})") from error
+    except RuntimeError as error:  # shapes or names that do not match the hyperparameters saved beside them
+        raise ValueError(f"{path}: its generator weights do not fit a FashionCAN generator built from its own "
+                         f"hyperparameters: {str(error)[:500]}") from error
     return model.eval()
 
 

@@ -30,16 +30,20 @@ _CACHE: dict[str, Any] = {}
 
 def tiny_checkpoints(root: Path) -> dict[str, Path]:
     """Untrained 32 px FashionCAN checkpoints, saved directly from the modules (no training run needed):
-    ``gan`` (DCGAN), ``canh`` (holistic loss) and ``canh_shape`` (shape-conditioned generator)."""
+    ``gan`` (DCGAN, with a metric classifier in its weights, as trained checkpoints have), ``canh`` (holistic
+    loss) and ``canh_shape`` (shape-conditioned generator)."""
     if "checkpoints" not in _CACHE:
         import lightning
         import torch
 
         from lightning_modules.fashion_can import FashionCAN
+        from lightning_modules.shape_texture_classifier import export_classifier
+        from networks.classifier import ShapeTextureResNet
 
         root.mkdir(parents=True, exist_ok=True)
+        classifier = export_classifier(ShapeTextureResNet(7, 7), root / "metric_classifier.pt")
         paths = {}
-        settings = {"gan": {}, "canh": {"creativity": "holistic"},
+        settings = {"gan": {"classifier_weights": str(classifier)}, "canh": {"creativity": "holistic"},
                     "canh_shape": {"creativity": "holistic", "conditioning": "shape_mask"}}
         for seed, (variant, options) in enumerate(settings.items()):
             torch.manual_seed(seed)

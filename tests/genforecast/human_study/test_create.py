@@ -160,3 +160,12 @@ def test_copies_of_the_created_study_are_independent(tmp_path: Path, study: Path
     original = open_database(study / "study.sqlite")
     assert len(items(original)) == 24
     original.close()
+
+
+def test_a_checkpoint_whose_generator_does_not_fit_is_an_error(tmp_path: Path, study: Path) -> None:
+    checkpoint = torch.load(json.loads((study / "study.json").read_text())["variants"]["gan"], weights_only=True)
+    assert any(name.startswith("classifier.") for name in checkpoint["state_dict"])  # like trained checkpoints
+    checkpoint["hyper_parameters"]["base_channels"] = 16  # the saved weights are for 8
+    torch.save(checkpoint, tmp_path / "misfit.ckpt")
+    with pytest.raises(ValueError, match="do not fit a FashionCAN generator"):
+        load_generator(tmp_path / "misfit.ckpt")
