@@ -60,5 +60,7 @@ def demo_study_file(outputs: str | Path, demo_root: str | Path, study_dir: str |
             "classifier": str(classifier_path(outputs).resolve()), "variants": variants}
     path = Path(f"{Path(study_dir)}.yaml")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Written by `genforecast human-study demo` (make human-study).\n" + yaml.safe_dump(data))
+    # sort_keys=False: the study file's variant order is the report's order (and simulate's preference order).
+    header = "# Written by `genforecast human-study demo` (make human-study).\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
     return path

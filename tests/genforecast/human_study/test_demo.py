@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from human_study_helpers import tiny_checkpoints
 
 from genforecast.human_study.cli import main
@@ -59,6 +60,7 @@ def test_demo_checks_creates_once_and_reuses(tmp_path: Path, tmp_path_factory: p
     assert main(["demo", "--outputs", str(outputs), "--out", str(study)]) == 0
     study_file = Path(f"{study}.yaml").read_text()
     assert "latest" not in study_file and "20260101-000000" in study_file  # the run the link pointed at
+    assert list(yaml.safe_load(study_file)["variants"]) == ["gan", "can", "canh"]  # the report's order
     assert len(list((study / "images").iterdir())) == 4 * 20
     assert main(["demo", "--outputs", str(outputs), "--out", str(study)]) == 0
     assert "reusing the demo study" in capsys.readouterr().out
