@@ -4,11 +4,13 @@ import logging
 import pickle
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules import cityscapes
 from datamodules.cache import CacheError, read_array_cache
@@ -228,3 +230,44 @@ def test_invalid_settings(demo):
         CityscapesSequenceDataModule(str(demo), resolution=(32, 64), crop_size=48)
     with pytest.raises(ValueError, match="snippet index"):
         CityscapesSequenceDataModule(str(demo), num_inputs=6)
+
+
+def test_predict_split_batches_are_the_val_batches_named_after_their_frames(short_term, demo):
+    datamodule = CityscapesSequenceDataModule(str(demo), horizon="short", resolution=SIZE, val_batch_size=2,
+                                              cache_dir=str(short_term.cache_dir))
+    datamodule.setup("predict")
+    batch = next(iter(datamodule.predict_dataloader()))
+    val_batch = next(iter(short_term.val_dataloader()))
+    for key, value in val_batch.items():
+        assert torch.equal(batch[key], value)
+    expected = [[name.removesuffix("_leftImg8bit.png") for name in short_term.frame_names(index, "val")]
+                for index in val_batch["index"].tolist()]
+    assert batch["frame_names"] == expected and batch["name"] == [names[-1] for names in expected]
+
+
+def test_predict_frames_windows_a_folder_like_the_val_snippets(short_term, demo):
+    datamodule = CityscapesSequenceDataModule(str(demo), horizon="short", resolution=SIZE, val_batch_size=4,
+                                              predict_frames=str(demo / "leftImg8bit_sequence" / "val"))
+    datamodule.setup("predict")
+    # short term: frames t-12, t-9, ..., t; every t from frame 12 of each 30-frame snippet on is a sample
+    assert len(datamodule.predict_set) == 2 * (30 - 12)
+    batches = list(datamodule.predict_dataloader())
+    assert set(batches[0]) == {"frames", "index", "name", "frame_names"}
+    frames = {name: frames for batch in batches for name, frames in zip(batch["name"], batch["frames"])}
+    val_batch = next(iter(short_term.val_dataloader()))
+    for index, val_frames in zip(val_batch["index"].tolist(), val_batch["frames"]):
+        annotated = short_term.frame_names(index, "val")[-1].removesuffix("_leftImg8bit.png")
+        assert torch.equal(frames[annotated], val_frames)
+
+
+def test_predicting_caches_only_the_predicted_split(demo, tmp_path):
+    datamodule = CityscapesSequenceDataModule(str(demo), resolution=SIZE, cache_dir=str(tmp_path / "cache"),
+                                              predict_split="train")
+    assert datamodule.prepared_splits() == ("train", "val")
+    datamodule.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING))
+    assert datamodule.prepared_splits() == ("train",)
+    datamodule.predict_frames = tmp_path / "frames"
+    datamodule.prepare_data()
+    assert datamodule.prepared_splits() == () and not (tmp_path / "cache").exists()
+    with pytest.raises(ValueError, match="predict_split"):
+        CityscapesSequenceDataModule(str(demo), predict_split="test")

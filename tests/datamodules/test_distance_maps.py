@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules.cache import CacheError, read_array_cache
 from datamodules.distance_maps import DistanceMapDataModule
@@ -74,3 +76,46 @@ def test_annotation_source_without_per_frame_labels_names_the_missing_folder(cit
     shutil.copytree(cityscapes_demo, root, ignore=shutil.ignore_patterns(".genforecast_cache", "gtFine_sequence"))
     with pytest.raises(FileNotFoundError, match="gtFine_sequence"):
         _datamodule(root, tmp_path)
+
+
+class FakeFrameObjects:
+    """Objects from pixel values, standing in for the exported models (an untrained detector pastes 100 masks per
+    frame, tens of seconds on the CPU): cars where the red channel is high, one instance per frame."""
+
+    def __init__(self, segmenter_weights: str, detector_weights: str, score_threshold: float, device: torch.device,
+                 batch_size: int) -> None:
+        self.device = device
+
+    def __call__(self, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        cars = (frames[:, 0] > 160).cpu().numpy()
+        return (np.where(cars, 13, 0).astype(np.uint8), np.where(cars, 26001, 0).astype(np.uint16))
+
+
+def test_predict_frames_get_the_planes_the_predictions_cache_holds(cityscapes_demo: Path, tmp_path: Path,
+                                                                    segmenter_weights: Path, detector_weights: Path,
+                                                                    monkeypatch):
+    monkeypatch.setattr("datamodules.distance_maps.FrameObjectsFromModels", FakeFrameObjects)
+    options = {"source": "predictions", "segmenter_weights": str(segmenter_weights),
+               "detector_weights": str(detector_weights), "horizon": "mid", "resolution": SIZE, "val_batch_size": 1,
+               "cache_dir": str(tmp_path / "cache")}
+    cached = DistanceMapDataModule(str(cityscapes_demo), **options)
+    cached.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING))
+    cached.prepare_data()  # predicting the val split: only its caches are built
+    assert not cached.distance_cache_path("train").exists()
+    cached.setup("predict")
+    expected = next(iter(cached.predict_dataloader()))
+    assert (expected["frame_classes"] == 13).any() and (expected["frame_classes"] == 0).any()
+    frames = DistanceMapDataModule(str(cityscapes_demo), predict_frames=str(cityscapes_demo / "leftImg8bit_sequence"),
+                                   **options)
+    frames.setup("predict")
+    position = frames.predict_set.windows.index(next(window for window in frames.predict_set.windows
+                                                      if window.names[-1] == expected["name"][0]))
+    batch = frames.on_after_batch_transfer(frames.predict_dataloader().dataset[torch.tensor([position])], 0)
+    for name in ("frame_classes", "frame_instances", "frame_values"):
+        assert batch[name].dtype == expected[name].dtype and torch.equal(batch[name], expected[name])
+
+
+def test_predict_frames_need_the_predictions_source(cityscapes_demo: Path, tmp_path: Path):
+    datamodule = DistanceMapDataModule(str(cityscapes_demo), predict_frames=str(tmp_path))
+    with pytest.raises(ValueError, match="source 'predictions'"):
+        datamodule.setup("predict")

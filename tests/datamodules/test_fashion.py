@@ -268,3 +268,23 @@ def test_default_cache_dir_is_inside_the_root(small_catalogue):
     module = FashionCatalogueDataModule(str(copy), resolution=8, batch_size=4)
     module.prepare_data()
     assert module.cache_path == copy / ".genforecast_cache" / "catalogue_8px.npz" and module.cache_path.is_file()
+
+
+def test_predict_loader_requests_numbered_samples_with_the_split_items(catalogue, tmp_path):
+    module = _data_module(catalogue, tmp_path, num_samples=13)
+    module.prepare_data()
+    module.setup("predict")
+    batches = list(module.predict_dataloader())
+    assert [len(batch["index"]) for batch in batches] == [8, 5]
+    assert torch.cat([batch["index"] for batch in batches]).tolist() == list(range(13))
+    assert batches[1]["name"] == ["000008", "000009", "000010", "000011", "000012"]
+    # items cycle through the val split (10 images): sample 12 paints into val item 2's mask
+    assert torch.equal(batches[1]["mask"][4], module.val_set.masks[2])
+    assert set(batches[0]) == {"image", "mask", "shape", "texture", "index", "name"}
+    training = _data_module(catalogue, tmp_path, num_samples=2, predict_split="train", val_fraction=0.0)
+    training.setup("predict")
+    assert torch.equal(next(iter(training.predict_dataloader()))["image"], training.train_set.images[:2])
+    empty = _data_module(catalogue, tmp_path, val_fraction=0.0)
+    empty.setup("predict")
+    with pytest.raises(ValueError, match="predict_split to 'train'"):
+        empty.predict_dataloader()

@@ -165,3 +165,16 @@ def test_datamodule_scores_align_with_frames_and_crops(sequences, cache_dir: Pat
 
     monkeypatch.setattr(SegmentationScoreDataModule, "load_segmenter", lambda self: pytest.fail("re-extracted"))
     datamodule.prepare_data()
+
+
+def test_predict_frames_batches_get_the_segmenter_scores_on_arrival(cityscapes_demo: Path, tmp_path: Path,
+                                                                   monkeypatch):
+    monkeypatch.setattr(SegmentationScoreDataModule, "load_segmenter", lambda self: PixelwiseSegmenter())
+    datamodule = SegmentationScoreDataModule(str(cityscapes_demo), segmenter_weights=str(tmp_path / "unused.pt"),
+                                             horizon="short", resolution=SIZE, val_batch_size=3, score_batch_size=4,
+                                             predict_frames=str(cityscapes_demo / "leftImg8bit_sequence" / "val"))
+    datamodule.setup("predict")
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.predict_dataloader())), 0)
+    assert batch["scores"].shape == (3, 5, 19, *SIZE) and batch["scores"].dtype == torch.float16
+    np.testing.assert_allclose(batch["scores"].numpy(), expected_scores(batch["frames"]), rtol=1e-3, atol=1e-3)
+    assert datamodule.on_after_batch_transfer(batch, 0) is batch  # batches with scores pass unchanged

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules import ucf101
 from datamodules.cache import CacheError
@@ -18,7 +21,7 @@ from datamodules.ucf101 import (
     read_class_index,
     read_ucf101_split,
 )
-from datamodules.video import CorruptVideoError, VideoEntry, motion_score, read_video
+from datamodules.video import CorruptVideoError, VideoEntry, fit_frame, motion_score, read_video
 from genforecast.demo_data.ucf101 import render_video, write_truncated_copy, write_ucf101, write_video
 
 SIZE = (60, 80)
@@ -221,3 +224,39 @@ def test_video_folder(tmp_path):
     assert (root / ".genforecast_cache" / "folder_train_fold0" / "manifest.npz").is_file()
     with pytest.raises(FileNotFoundError, match="no videos with extensions .mkv"):
         list_video_folder(root, (".mkv",))
+
+
+def test_predict_split_caches_and_serves_only_the_predicted_clips(demo, tmp_path):
+    module = _module(demo, tmp_path)
+    module.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING))
+    module.prepare_data()
+    assert module.eval_cache_dir.is_dir() and not module.train_cache_dir.exists()
+    module.setup("predict")
+    batch = next(iter(module.predict_dataloader()))
+    assert batch["frames"].shape == (2, 6, 3, *SIZE) and batch["video"].tolist() == [0, 1]
+    assert batch["name"] == ["ApplyEyeMakeup_v_ApplyEyeMakeup_g01_c01_000000",
+                             "HandstandPushups_v_HandStandPushups_g01_c01_000000"]
+    training = _module(demo, tmp_path, predict_split="train")
+    training.prepare_data()
+    training.setup("predict")
+    names = [name for batch in training.predict_dataloader() for name in batch["name"]]
+    assert names == ["ApplyEyeMakeup_v_ApplyEyeMakeup_g02_c01_000000", "ApplyEyeMakeup_v_ApplyEyeMakeup_g02_c01_000007",
+                     "HandstandPushups_v_HandStandPushups_g02_c01_000000",
+                     "HandstandPushups_v_HandStandPushups_g02_c01_000007"]
+
+
+def test_predict_frames_are_windows_of_a_folder_fitted_like_video_frames(demo, tmp_path):
+    video = read_video(demo / "UCF-101" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
+    (tmp_path / "frames" / "take 1").mkdir(parents=True)
+    for number, frame in enumerate(video[:8]):
+        cv2.imwrite(str(tmp_path / "frames" / "take 1" / f"{number:04d}.png"), frame[:, :, ::-1])
+    module = _module(demo, tmp_path, predict_frames=str(tmp_path / "frames"), frame_size=(30, 40), patch_size=16,
+                     val_batch_size=4)
+    module.setup("predict")
+    (batch,) = list(module.predict_dataloader())
+    assert batch["name"] == ["take 1_0005", "take 1_0006", "take 1_0007"]
+    assert batch["frame_names"][0] == [f"take 1_{number:04d}" for number in range(6)]
+    expected = np.stack([fit_frame(frame, (30, 40)) for frame in video[:6]]).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(batch["frames"][0].numpy(), expected)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        _module(demo, tmp_path, predict_frames=str(tmp_path / "nowhere")).setup("predict")
