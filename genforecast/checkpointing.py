@@ -13,7 +13,8 @@ configured under ``checkpoint:``) plus the guarantees a cluster needs:
 * every checkpoint records which model, family, variant and run wrote it (``checkpoint["genforecast"]``);
 * a monitored metric that the model does not log (FashionCAN without a classifier has no FID) is warned about
   once and only ``last.ckpt`` is kept, instead of a crash at the first validation;
-* the best checkpoint's path is recorded in the run's ``run.json`` (what ``--ckpt_path best`` reads).
+* the best checkpoint is checked after every validation, not only on the save triggers, and its path is recorded
+  in the run's ``run.json`` (what ``--ckpt_path best`` reads).
 
 Why signals are handled here and not by Lightning: Lightning's SLURM auto-requeue saves from inside the signal
 handler, which can run in the middle of a step (between the discriminator's and the generator's update), so the
@@ -211,6 +212,11 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
+        # Lightning checks the best only on its save triggers (every_n_train_steps, every_n_epochs); here every
+        # validation counts, so the best checkpoint is the best validated state whatever the save interval.
+        if (self.monitor is not None and self.save_top_k != 0 and trainer.state.fn == "fit"
+                and not trainer.sanity_checking and not trainer.fast_dev_run):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
         if self.best_model_path and self.best_model_path != self._recorded_best and trainer.is_global_zero:
             self._recorded_best = self.best_model_path
             if self.run is not None:

@@ -183,6 +183,7 @@ def publish_results(args: argparse.Namespace, family: str, title: str, tables: d
     output.write_text(body + "\n")
     if rows is not None:
         (folder / "results.json").write_text(json.dumps(rows, indent=1))
+    runs.point_latest(runs.study_folder(family), folder)
     print(f"\n{title}{note}\n\n{body}")
     print(f"\nwritten to {output}")
     if args.logger == "wandb":

@@ -154,3 +154,12 @@ def test_the_learning_rate_schedule_continues_from_the_new_base():
     assert changes == {"lr": (0.04, 0.02)}
     assert fresh.param_groups[0]["lr"] == pytest.approx(0.02 * 0.5)  # half way down the schedule, new base
     assert fresh.param_groups[0]["initial_lr"] == 0.02
+
+
+def test_a_diverged_checkpoint_name_is_never_reused(tmp_path: Path):
+    from lightning_modules.guard import _unused_path
+
+    first = _unused_path(tmp_path, "diverged-step=5")
+    first.write_bytes(b"first")
+    second = _unused_path(tmp_path, "diverged-step=5")
+    assert (first.name, second.name) == ("diverged-step=5.ckpt", "diverged-step=5-v2.ckpt")
