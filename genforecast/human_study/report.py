@@ -284,20 +284,14 @@ def draw_figures(report: Report, out: Path) -> dict[str, str]:
 # ---- Markdown, JSON and W&B ----------------------------------------------------------------------------------
 
 
-def _mean(interval: dict[str, float]) -> str:
-    if math.isnan(interval["value"]):
+def _formatted(interval: dict[str, float], percent: bool = False) -> str:
+    """``3.41 [3.30, 3.52]`` (or ``61.2% [55.0, 67.1]``); ``-`` when there is no value, no brackets without an
+    interval."""
+    scale, digits, unit = (100, 1, "%") if percent else (1, 2, "")
+    value, low, high = (interval[key] * scale for key in ("value", "low", "high"))
+    if math.isnan(value):
         return "-"
-    if math.isnan(interval["low"]):
-        return f"{interval['value']:.2f}"
-    return f"{interval['value']:.2f} [{interval['low']:.2f}, {interval['high']:.2f}]"
-
-
-def _share(interval: dict[str, float]) -> str:
-    if math.isnan(interval["value"]):
-        return "-"
-    if math.isnan(interval["low"]):
-        return f"{100 * interval['value']:.1f}%"
-    return f"{100 * interval['value']:.1f}% [{100 * interval['low']:.1f}, {100 * interval['high']:.1f}]"
+    return f"{value:.{digits}f}{unit}" + ("" if math.isnan(low) else f" [{low:.{digits}f}, {high:.{digits}f}]")
 
 
 GROUP_COLUMNS = ["group", "images", "ratings", "raters", "likability", "novelty", "judged human-made",
@@ -306,13 +300,13 @@ RANKING_COLUMNS = ["rank", "variant", "log-strength [95% CI]", "votes", "win rat
 
 
 def group_table(report: Report) -> list[list[str]]:
-    return [[row["group"], str(row["images"]), str(row["ratings"]), str(row["raters"]), _mean(row["likability"]),
-             _mean(row["novelty"]), _share(row["human"]), _share(row["human_and_original"])]
-            for row in report.groups]
+    return [[row["group"], str(row["images"]), str(row["ratings"]), str(row["raters"]),
+             _formatted(row["likability"]), _formatted(row["novelty"]), _formatted(row["human"], percent=True),
+             _formatted(row["human_and_original"], percent=True)] for row in report.groups]
 
 
 def ranking_table(report: Report) -> list[list[str]]:
-    return [[str(row["rank"]) if row["rank"] is not None else "not ranked", row["level"], _mean(row["strength"]),
+    return [[str(row["rank"]) if row["rank"] is not None else "not ranked", row["level"], _formatted(row["strength"]),
              str(row["votes"]), "-" if math.isnan(row["win_rate"]) else f"{100 * row['win_rate']:.1f}%"]
             for row in report.ranking]
 

@@ -55,33 +55,35 @@ class Keys:
     def _mac(self, purpose: str, value: str) -> str:
         return hmac.new(self._key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
+    def _sign(self, purpose: str, value: str) -> str:
+        return f"{value}.{self._mac(purpose, value)}"
+
+    def _verify(self, purpose: str, signed: str | None) -> str | None:
+        """The value of ``<value>.<mac>``, or None if it is absent, malformed or its MAC does not match."""
+        if not signed or signed.count(".") != 1:
+            return None
+        value, signature = signed.split(".")
+        if not TOKEN_PATTERN.fullmatch(value) or not hmac.compare_digest(signature, self._mac(purpose, value)):
+            return None
+        return value
+
     def sign_rater(self, rater_id: str) -> str:
         """The cookie value carrying ``rater_id``."""
-        return f"{rater_id}.{self._mac('rater', rater_id)}"
+        return self._sign("rater", rater_id)
 
     def verify_rater(self, cookie: str | None) -> str | None:
-        """The rater id in a cookie value, or None if it is absent, malformed or its signature does not match."""
-        if not cookie or cookie.count(".") != 1:
-            return None
-        rater_id, signature = cookie.split(".")
-        if not TOKEN_PATTERN.fullmatch(rater_id) or not hmac.compare_digest(signature, self._mac("rater", rater_id)):
-            return None
-        return rater_id
+        """The rater id in a cookie value, or None if it is absent, malformed or forged."""
+        return self._verify("rater", cookie)
 
     def csrf_for_rater(self, rater_id: str) -> str:
         return self._mac("csrf", rater_id)[:32]
 
     def sign_nonce(self, nonce: str) -> str:
         """The pre-consent cookie value carrying ``nonce`` (the double-submit CSRF token of the consent form)."""
-        return f"{nonce}.{self._mac('nonce', nonce)}"
+        return self._sign("nonce", nonce)
 
     def verify_nonce(self, cookie: str | None) -> str | None:
-        if not cookie or cookie.count(".") != 1:
-            return None
-        nonce, signature = cookie.split(".")
-        if not TOKEN_PATTERN.fullmatch(nonce) or not hmac.compare_digest(signature, self._mac("nonce", nonce)):
-            return None
-        return nonce
+        return self._verify("nonce", cookie)
 
     def is_admin(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
