@@ -37,7 +37,7 @@ from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import Dataset
 
-from datamodules.cache import CacheError, MappedArrayCache, read_cache_meta, write_array_cache
+from datamodules.cache import CacheError, MappedArrayCache, read_blocks, read_cache_meta, write_array_cache
 from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows, predict_loader
 from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
 
@@ -349,6 +349,13 @@ def gather_windows(array: np.ndarray, indices: np.ndarray, windows: Sequence[tup
     ``windows`` holds each sample's ``(top, left)`` crop corner and ``size`` the crop's ``(h, w)``.
     """
     height, width = size
+    if tuple(size) == array.shape[-2:]:  # whole frames: read from the cache file, not through the map (2x faster)
+        if frame_positions is None:
+            return read_blocks(array, [(int(index),) for index in indices])
+        out = np.empty((len(indices), len(frame_positions), *array.shape[2:]), dtype=array.dtype)
+        for sample, index in enumerate(indices):
+            read_blocks(array, [(int(index), int(position)) for position in frame_positions], out=out[sample])
+        return out
     parts = []
     for index, (top, left) in zip(indices, windows):
         rows, columns = slice(top, top + height), slice(left, left + width)
