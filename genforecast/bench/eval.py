@@ -423,6 +423,17 @@ def _timed(device: torch.device, function: Callable[[], Any]) -> tuple[Any, floa
     return result, time.perf_counter() - start
 
 
+def _time_updates(device: torch.device, metric: Any, inputs: Iterator[tuple]) -> tuple[Any, float]:
+    """``metric.compute()`` after ``metric.update(*arguments)`` for each item of ``inputs``, and the seconds of the
+    updates and the compute (the items are made between the timed calls: one image in memory at a time)."""
+    seconds = 0.0
+    for arguments in inputs:
+        _, elapsed = _timed(device, lambda arguments=arguments: metric.update(*arguments))
+        seconds += elapsed
+    result, elapsed = _timed(device, metric.compute)
+    return result, seconds + elapsed
+
+
 def _importable(module_name: str) -> bool:
     try:
         importlib.import_module(module_name)
@@ -456,15 +467,9 @@ def time_instance_ap(args: argparse.Namespace, device: torch.device, work_dir: P
     def detections(index: int) -> list[InstancePrediction]:
         return synthetic_detections(np.random.default_rng(detection_seeds[index]), targets[index], args.predictions)
 
-    metric = CityscapesInstanceAP().to(device)
-    seconds = 0.0
-    for index, target in enumerate(targets):  # one image's masks in memory at a time
-        prediction = prediction_tensors(detections(index), args.height, args.width, device)
-        target_tensor = torch.from_numpy(target).to(device)
-        _, elapsed = _timed(device, lambda p=prediction, t=target_tensor: metric.update([p], [t]))
-        seconds += elapsed
-    result, elapsed = _timed(device, metric.compute)
-    seconds += elapsed
+    inputs = (([prediction_tensors(detections(index), args.height, args.width, device)],
+               [torch.from_numpy(target).to(device)]) for index, target in enumerate(targets))
+    result, seconds = _time_updates(device, CityscapesInstanceAP().to(device), inputs)
     if not _importable(INSTANCE_EVALUATOR):
         return EvalRow("instance AP (CityscapesInstanceAP)", args.images, "images", seconds / args.images, None, None)
     root = (work_dir / "instance").resolve()
@@ -486,15 +491,10 @@ def time_segmentation_iou(args: argparse.Namespace, device: torch.device, work_d
                                                                            args.instances))).numpy().astype(np.uint8)
                for _ in range(args.images)]
     predictions = [synthetic_segmentation(rng, target) for target in targets]
-    metric = SegmentationIoU().to(device)
-    seconds = 0.0
-    for prediction, target in zip(predictions, targets):
-        pred_train_ids = label_ids_to_train_ids(torch.from_numpy(prediction)).to(device)[None]
-        target_train_ids = label_ids_to_train_ids(torch.from_numpy(target)).to(device)[None]
-        _, elapsed = _timed(device, lambda p=pred_train_ids, t=target_train_ids: metric.update(p, t))
-        seconds += elapsed
-    result, elapsed = _timed(device, metric.compute)
-    seconds += elapsed
+    inputs = ((label_ids_to_train_ids(torch.from_numpy(prediction)).to(device)[None],
+               label_ids_to_train_ids(torch.from_numpy(target)).to(device)[None])
+              for prediction, target in zip(predictions, targets))
+    result, seconds = _time_updates(device, SegmentationIoU().to(device), inputs)
     if not _importable(PIXEL_EVALUATOR):
         return EvalRow("semantic mIoU (SegmentationIoU)", args.images, "images", seconds / args.images, None, None)
     root = (work_dir / "pixel").resolve()
