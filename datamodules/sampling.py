@@ -29,14 +29,16 @@ class ShardedBatchSampler(DistributedSampler):
     wrapping it in its own distributed sampler. The rank and world size are read when the sampler is built
     (DataModules build loaders after the process group exists).
 
-    With ``equal_shares`` (the default) every rank gets the same number of batches and the last
-    ``batches % world_size`` are left out, because validation's per-batch collectives need every rank to run
-    each step; ``equal_shares=False`` hands every batch to some rank (prediction, where ranks may run one batch
-    more than others and nothing may be left out).
+    Training (``drop_last=True``) gives every rank the same number of batches, leaving out the last
+    ``batches % world_size``: the gradient all-reduce needs every rank in every step. Evaluation and prediction
+    (``drop_last=False``) give each rank a contiguous share of the items (sizes differ by at most one), cut into
+    batches: nothing is padded or left out, so validation metrics (synchronised once, at the end of the epoch)
+    count every sample once, and every rank has at least one batch, so every rank reaches that synchronisation
+    (a rank without a batch would skip it and leave the others waiting). ``equal_shares`` overrides the choice.
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = True, equal_shares: bool = True) -> None:
+                 drop_last: bool = True, equal_shares: bool | None = None) -> None:
         if num_items <= 0:
             raise ValueError("cannot sample batches from an empty dataset")
         if batch_size <= 0:
@@ -46,8 +48,11 @@ class ShardedBatchSampler(DistributedSampler):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.equal_shares = equal_shares
+        self.equal_shares = drop_last if equal_shares is None else equal_shares
         self.rank, self.num_replicas = _distributed_rank_and_size()
+        if not self.equal_shares and num_items < self.num_replicas:
+            raise ValueError(f"{num_items} samples cannot be shared by {self.num_replicas} processes: every process "
+                             "needs at least one (use fewer devices for evaluation)")
         self.epoch = 0
         self._resume_position = 0
 
@@ -62,10 +67,12 @@ class ShardedBatchSampler(DistributedSampler):
             order = torch.randperm(self.num_items, generator=generator)
         else:
             order = torch.arange(self.num_items)
+        if not self.equal_shares:
+            return list(order.tensor_split(self.num_replicas)[self.rank].split(self.batch_size))
         batches = list(order.split(self.batch_size))
         if self.drop_last and len(batches[-1]) < self.batch_size:
             batches.pop()
-        usable = len(batches) - len(batches) % self.num_replicas if self.equal_shares else len(batches)
+        usable = len(batches) - len(batches) % self.num_replicas
         return batches[self.rank:usable:self.num_replicas]
 
     def __len__(self) -> int:

@@ -29,7 +29,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -250,11 +249,19 @@ class ResumedOptimizerSettings(L.Callback):
     back after the restore, and the log says so. For the learning rate the comparison is on the schedule's base
     (``initial_lr``) and the restored rate is rescaled by new base / old base, which continues a multiplicative
     schedule (LambdaLR, step, polynomial, cosine to zero) at the new base; the schedulers' ``base_lrs`` follow.
+
+    A schedule planned over the run's length (``OneCycleLR.total_steps``, ``CosineAnnealingLR.T_max``,
+    ``LinearLR``/``PolynomialLR.total_iters``) is re-planned over the current length when a finished run is extended
+    with a larger ``max_steps``: the restored scheduler would otherwise refuse to step past its old end. (LambdaLR
+    schedules read the length when ``configure_optimizers`` builds them, so they follow by themselves.)
     """
+
+    PLANNED_LENGTH = ("total_steps", "T_max", "total_iters")
 
     def __init__(self) -> None:
         self._saved_groups: list[list[dict[str, Any]]] = []
         self._configured_groups: list[list[dict[str, Any]]] = []
+        self._configured_lengths: list[dict[str, Any]] = []
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
@@ -265,8 +272,17 @@ class ResumedOptimizerSettings(L.Callback):
         # The optimisers exist (built from the current config) and their state is not restored yet.
         self._configured_groups = [[_settings(group) for group in optimizer.param_groups]
                                    for optimizer in trainer.optimizers]
+        self._configured_lengths = [{name: getattr(config.scheduler, name) for name in self.PLANNED_LENGTH
+                                     if hasattr(config.scheduler, name)} for config in trainer.lr_scheduler_configs]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for config, lengths in zip(trainer.lr_scheduler_configs, self._configured_lengths):
+            for name, planned in lengths.items():
+                if getattr(config.scheduler, name) != planned:
+                    rank_zero_info(f"the learning-rate schedule ({type(config.scheduler).__name__}.{name}) is "
+                                   f"re-planned over {planned} steps (the checkpoint planned "
+                                   f"{getattr(config.scheduler, name)})")
+                    setattr(config.scheduler, name, planned)
         saved, self._saved_groups = self._saved_groups, []
         schedulers = {id(config.scheduler.optimizer): config.scheduler for config in trainer.lr_scheduler_configs}
         for index, (optimizer, configured_groups, saved_groups) in enumerate(

@@ -12,7 +12,9 @@ Exit codes: 0 done, 2 user error, 3 training diverged (a checkpoint of the last 
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -22,6 +24,9 @@ TOOLS: dict[str, tuple[str, str]] = {
     "bench": ("genforecast.bench.cli:main", "measure training throughput, peak memory and MFU against an eager fp32 baseline"),
     "human-study": ("genforecast.human_study.cli:main", "create, serve and report a human rating study of generated designs"),
 }
+
+HANG_TIMEOUT = "GENFORECAST_HANG_TIMEOUT"
+"""Seconds after which every process of a command prints all its threads' stacks and exits (unset: never)."""
 
 DEMO_ROOT = "data/demo"
 """Where the configs look for the demo datasets unless a data variable names real data."""
@@ -82,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"genforecast {version()}")
         return 0
     command, rest = args[0], args[1:]
+    if os.environ.get(HANG_TIMEOUT):
+        # Every rank inherits the variable: a hung distributed run prints each rank's stacks, then ends.
+        faulthandler.dump_traceback_later(float(os.environ[HANG_TIMEOUT]), exit=True)
     if command not in TOOLS and command not in STAGES:
         print(f"genforecast: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -104,7 +112,11 @@ def _report(error: BaseException, debug: bool) -> int:
     if isinstance(exit_code, int) and type(error).__name__ == "RunInterrupted":
         print(f"genforecast: {error}", file=sys.stderr)
         return exit_code
-    if debug or not isinstance(error, user_error_types()):
+    try:
+        known = user_error_types()
+    except Exception:  # noqa: BLE001 - the suite itself fails to import: the original error is what matters
+        raise error from None
+    if debug or not isinstance(error, known):
         raise error
     message = str(error).strip() or type(error).__name__
     if isinstance(error, FileNotFoundError) and DEMO_ROOT in message:

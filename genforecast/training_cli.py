@@ -46,6 +46,7 @@ from lightning.pytorch.loggers import Logger
 from genforecast import runs
 from genforecast.checkpointing import ResumedOptimizerSettings, RunCheckpoint
 from genforecast.loggers import SuiteWandbLogger
+from genforecast.prediction import PredictionWriter
 from genforecast.progress import metrics_table, progress_callback
 
 WANDB_LOGGER = "genforecast.loggers.SuiteWandbLogger"
@@ -63,6 +64,11 @@ QUIET_WARNINGS = (
     r"Checkpoint directory .* exists and is not empty\.",
     # torch's pytree deprecation inside Lightning's own code.
     r"`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    # Validation metrics are torchmetrics Metrics, synchronised over ranks when computed, then logged once.
+    r"It is recommended to use `self.log\('val/.*', \.\.\., sync_dist=True\)` when logging on epoch level in "
+    r"distributed setting to accumulate the metric across devices\.",
+    # The prediction writer names files by sample, not by the batch indices Lightning would track.
+    r"Couldn't infer the batch indices fetched from your dataloader: `ResumableDataLoader`.*",
 )
 """Third-party warnings a user cannot act on, matched by their exact text (nothing is silenced wholesale)."""
 
@@ -217,8 +223,10 @@ class SuiteCLI(LightningCLI):
             callback.run = self.run
             callback.provenance = {"family": experiment.family, "variant": experiment.variant,
                                    "run_id": self.run.run_id}
-        if self.trainer.loggers:
+        if self.trainer.loggers and self.stage == "fit":
             self.trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if self.stage == "predict":
+            self.trainer.callbacks.append(PredictionWriter(self.run.path / "predictions"))
         if runs.is_global_zero():
             wandb_ids = [logger._wandb_init.get("id") for logger in self.trainer.loggers
                          if isinstance(logger, SuiteWandbLogger)]
@@ -231,9 +239,10 @@ class SuiteCLI(LightningCLI):
     def run_stage(self) -> Any:
         """Run the stage (``trainer.fit`` etc.) with the resolved checkpoint; record the outcome in ``run.json``."""
         status = "failed"
+        kwargs = {"return_predictions": False} if self.stage == "predict" else {}  # the writer keeps them as files
         try:
             result = getattr(self.trainer, self.stage)(self.model, datamodule=self.datamodule,
-                                                       ckpt_path=self.config.ckpt_path)
+                                                       ckpt_path=self.config.ckpt_path, **kwargs)
             status = "finished"
         except BaseException as error:
             status = getattr(error, "run_status", "failed")
@@ -242,6 +251,8 @@ class SuiteCLI(LightningCLI):
             if self.trainer.is_global_zero:
                 runs.update_manifest(self.run.path, status=status, global_step=self.trainer.global_step)
         if self.trainer.is_global_zero:
+            if self.stage == "predict":
+                print(f"\npredictions written to {self.run.path / 'predictions'}")
             if self.stage == "fit":
                 table = metrics_table(self.trainer.callback_metrics)
                 if table:

@@ -140,6 +140,10 @@ class F2FForecaster(L.LightningModule):
                                           if key.startswith("network.")})
         for target, source in (initialise_levels_from or {}).items():
             self.network.initialise_from(source, target)
+        # A stage trains some levels only; freezing the others keeps them out of DDP's gradient reduction, which
+        # would otherwise wait for gradients they never get.
+        for level, subnetwork in self.network.subnetworks.items():
+            subnetwork.requires_grad_(level in self.train_levels)
         self.skipped_steps = 0
         predictors = PREDICTORS if evaluate_baselines else PREDICTORS[:1]
         self.instance_ap = torch.nn.ModuleDict({name: CityscapesInstanceAP() for name in predictors})

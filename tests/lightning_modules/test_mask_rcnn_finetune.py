@@ -63,7 +63,7 @@ def test_short_fit_validates_and_exports_a_loadable_detector(cityscapes_demo: Pa
     for name in ("train/loss", "train/loss_mask", "train/loss_objectness"):
         assert math.isfinite(metrics[name].item())
     assert 0.0 <= metrics["val/ap50"].item() <= 1.0
-    assert list((Path(trainer.log_dir) / "images").rglob("*.png"))
+    assert list((Path(trainer.default_root_dir) / "images").rglob("*.png"))
 
     loaded = load_exported_detector(export_path, expected={"num_classes": 9, "architecture": "mask_rcnn_resnet18_fpn"})
     assert not loaded.training and not any(parameter.requires_grad for parameter in loaded.parameters())
