@@ -29,6 +29,7 @@ resolves interpolations over the whole parsed config, which under subcommands is
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import string
 import warnings
@@ -184,7 +185,8 @@ class SuiteCLI(LightningCLI):
             init_args = logger.get("init_args") or Namespace()
             if logger.get("class_path") == WANDB_LOGGER:
                 defaults = {"name": experiment.variant, "group": experiment.family, "tags": list(experiment.tags),
-                            "job_type": self.stage, "id": wandb_id or _new_wandb_id()}
+                            # a W&B sweep agent names the run it started; a resumed fit keeps its own
+                            "job_type": self.stage, "id": wandb_id or os.environ.get("WANDB_RUN_ID") or _new_wandb_id()}
                 for key, value in defaults.items():
                     if init_args.get(key) is None:
                         init_args[key] = value

@@ -96,13 +96,16 @@ def test_predict_loader_yields_every_sample_once_in_order():
     assert [batch["name"] for batch in batches] == [["a", "b"], ["c"]]
 
 
-def test_unequal_shares_hand_every_batch_to_some_rank(monkeypatch):
+def test_evaluation_shares_every_item_once_and_training_shares_equal_batches(monkeypatch):
     batches = {}
-    for equal_shares in (True, False):
+    for drop_last in (True, False):
         for rank in (0, 1):
             monkeypatch.setattr("datamodules.sampling._distributed_rank_and_size", lambda rank=rank: (rank, 2))
-            sampler = ShardedBatchSampler(9, 2, shuffle=False, drop_last=False, equal_shares=equal_shares)
-            batches[equal_shares, rank] = [batch.tolist() for batch in sampler]
-    # 5 batches over 2 ranks: validation's equal shares leave the last out, prediction hands it to rank 0
+            sampler = ShardedBatchSampler(9, 2, shuffle=False, drop_last=drop_last)
+            batches[drop_last, rank] = [batch.tolist() for batch in sampler]
+    # training: 4 full batches, 2 a rank (the 9th item is dropped with the partial batch)
     assert batches[True, 0] == [[0, 1], [4, 5]] and batches[True, 1] == [[2, 3], [6, 7]]
-    assert batches[False, 0] == [[0, 1], [4, 5], [8]] and batches[False, 1] == [[2, 3], [6, 7]]
+    # evaluation and prediction: contiguous shares of 5 and 4 items, none padded or left out
+    assert batches[False, 0] == [[0, 1], [2, 3], [4]] and batches[False, 1] == [[5, 6], [7, 8]]
+    with pytest.raises(ValueError, match="1 samples cannot be shared by 2 processes"):
+        ShardedBatchSampler(1, 2, shuffle=False, drop_last=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import CONFIGS, REPO_ROOT
 from tiny_configs import FAMILY_ENVIRONMENT, TINY
 
@@ -28,15 +29,17 @@ SHORT_FIT = ["--trainer.max_epochs=-1", "--trainer.val_check_interval=2", "--tra
 
 ONE_PER_BATCH = ["--data.init_args.batch_size=1"]  # 3 training snippets: one batch a rank, the third left out
 
+SLOW = pytest.mark.slow  # about 40 s each on 2 cores: `make test` keeps one adversarial and one forecasting model
+
 MODELS = [  # (family, experiment config, extra overrides): every LightningModule of the suite
-    ("fashion", "gan", ["--checkpoint.monitor=val/fid_classifier"]),
-    ("fashion", "classifier", []),
-    ("framegan", "adv_gdl", ["--data.init_args.frame_size=[32, 40]"]),
-    ("segforecast", "segmenter", ONE_PER_BATCH),
-    ("segforecast", "s2s_ar", ONE_PER_BATCH),
-    ("f2f", "detector", ONE_PER_BATCH),
-    ("f2f", "p5", ONE_PER_BATCH),
-    ("joint", "distance_ar", ONE_PER_BATCH),
+    pytest.param("fashion", "gan", ["--checkpoint.monitor=val/fid_classifier"], id="fashion/gan"),
+    pytest.param("fashion", "classifier", [], id="fashion/classifier", marks=SLOW),
+    pytest.param("framegan", "adv_gdl", ["--data.init_args.frame_size=[32, 40]"], id="framegan/adv_gdl", marks=SLOW),
+    pytest.param("segforecast", "segmenter", ONE_PER_BATCH, id="segforecast/segmenter", marks=SLOW),
+    pytest.param("segforecast", "s2s_ar", ONE_PER_BATCH, id="segforecast/s2s_ar", marks=SLOW),
+    pytest.param("f2f", "detector", ONE_PER_BATCH, id="f2f/detector", marks=SLOW),
+    pytest.param("f2f", "p5", ONE_PER_BATCH, id="f2f/p5"),
+    pytest.param("joint", "distance_ar", ONE_PER_BATCH, id="joint/distance_ar", marks=SLOW),
 ]
 WITHOUT_PICTURES = {"classifier"}  # the shape/texture classifier logs accuracies only
 
@@ -44,8 +47,10 @@ WITHOUT_PICTURES = {"classifier"}  # the shape/texture classifier logs accuracie
 def run_genforecast(args: list[str], cwd: Path, environment: dict[str, str],
                     timeout: float = HANG_SECONDS + 60) -> subprocess.CompletedProcess:
     """``python -m genforecast <args>`` in ``cwd``; Lightning's launcher re-runs the same command for rank 1."""
-    env = {**os.environ, **environment, "PYTHONPATH": str(REPO_ROOT), "WANDB_MODE": "offline",
-           "WANDB_SILENT": "true", "GENFORECAST_HANG_TIMEOUT": str(HANG_SECONDS)}
+    # W&B settings of this process (e.g. the address of a W&B service an in-process test started) stay here.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("WANDB_")}
+    env |= {**environment, "PYTHONPATH": str(REPO_ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+            "GENFORECAST_HANG_TIMEOUT": str(HANG_SECONDS)}
     for variable in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GENFORECAST_PARENT_RUN"):
         env.pop(variable, None)
     for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
@@ -58,11 +63,11 @@ def _environment(family: str, request: pytest.FixtureRequest) -> dict[str, str]:
     return {variable: str(request.getfixturevalue(fixture)) for variable, fixture in FAMILY_ENVIRONMENT[family].items()}
 
 
-@pytest.mark.parametrize(("family", "experiment", "extra"), MODELS, ids=[f"{f}/{e}" for f, e, _ in MODELS])
+@pytest.mark.parametrize(("family", "experiment", "extra"), MODELS)
 def test_fit_validate_checkpoint_and_resume_on_two_cpu_ranks(family: str, experiment: str, extra: list[str],
                                                              tmp_path: Path, request: pytest.FixtureRequest):
     config = CONFIGS / family / f"{experiment}.yaml"
-    model = "lightning_modules." + __import__("yaml").safe_load(config.read_text())["model"]["class_path"].split(".")[-1]
+    model = yaml.safe_load(config.read_text())["model"]["class_path"]
     base = ["fit", *DDP_PRESETS, f"--config={config}", *TINY[model], *SHORT_FIT, *extra]
     environment = _environment(family, request)
     first = run_genforecast([*base, "--trainer.max_steps=4"], tmp_path, environment)
