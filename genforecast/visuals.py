@@ -82,3 +82,43 @@ def log_video(trainer: L.Trainer, key: str, frames: torch.Tensor, fps: int = 4) 
 
             logger.experiment.log({key: wandb.Video(str(path), format="mp4"), "trainer/global_step": step})
     return path
+
+
+@rank_zero_only
+def log_segmentation_masks(trainer: L.Trainer, key: str, image: torch.Tensor, masks: dict[str, torch.Tensor],
+                           class_names: dict[int, str], value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+    """Log ``image`` (3, H, W) with class maps as W&B interactive mask overlays (a no-op for other loggers).
+
+    ``masks`` maps a layer name ("forecast", "ground truth") to an (H, W) integer class map; ``class_names`` names
+    its values, so the dashboard lets a user toggle each class and each layer. The PNG grids of
+    :func:`log_image` stay the picture every logger gets; this adds the interactive view where W&B is used.
+    """
+    loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+    if not loggers:
+        return
+    import wandb
+
+    low, high = value_range
+    pixels = ((image.detach().float().cpu() - low) / (high - low)).clamp(0, 1).mul(255).round().to(torch.uint8)
+    layers = {name: {"mask_data": mask.detach().cpu().numpy().astype("uint8"), "class_labels": class_names}
+              for name, mask in masks.items()}
+    picture = wandb.Image(pixels.permute(1, 2, 0).numpy(), masks=layers)
+    for logger in loggers:
+        logger.experiment.log({key: picture, "trainer/global_step": log_step(trainer)})
+
+
+def instance_class_map(masks: torch.Tensor, label_ids: torch.Tensor, scores: torch.Tensor | None = None,
+                       score_threshold: float = 0.5) -> torch.Tensor:
+    """A (H, W) trainId map painted from Cityscapes instances (N, H, W) with label ids (N,), 255 elsewhere.
+
+    Instances scoring below ``score_threshold`` are left out; higher scores are painted last, so they win overlaps.
+    """
+    from metrics.cityscapes_labels import IGNORE_TRAIN_ID, label_id_to_train_id_table
+
+    keep = scores >= score_threshold if scores is not None else torch.ones(len(masks), dtype=torch.bool)
+    order = scores[keep].argsort() if scores is not None else torch.arange(int(keep.sum()))
+    table = torch.from_numpy(label_id_to_train_id_table()).to(masks.device)
+    painted = torch.full(masks.shape[-2:], IGNORE_TRAIN_ID, dtype=torch.uint8, device=masks.device)
+    for mask, label_id in zip(masks[keep][order], label_ids[keep][order]):
+        painted[mask.bool()] = table[label_id.long()]
+    return painted

@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names, target_names
-from genforecast.visuals import image_grid, log_image
+from genforecast.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
 from lightning_modules.mask_rcnn_finetune import load_exported_detector
-from metrics.cityscapes_labels import label_ids_to_train_ids
+from metrics.cityscapes_labels import TRAIN_ID_NAMES, label_ids_to_train_ids
 from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
 from networks.detector import DetectorFeatures, detect, detect_from_features, fpn_features
@@ -345,3 +345,8 @@ class F2FForecaster(L.LightningModule):
         log_image(self.trainer, "forecasts/target frame|forecast instances",
                   image_grid(torch.stack([target, overlays], dim=1).flatten(0, 1), nrow=2),
                   caption=f"step {self.global_step}")
+        forecast = predictions[0]
+        log_segmentation_masks(self.trainer, "forecasts/target frame", target[0], {
+            "forecast instances": instance_class_map(forecast["masks"], forecast["labels"], forecast["scores"],
+                                                     self.hparams.semantic_score_threshold),
+            "ground truth": batch["labels"][0]}, TRAIN_ID_NAMES)

@@ -38,9 +38,10 @@ from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import NUM_CLASSES, train_id_colors
 from datamodules.prediction import target_names
-from genforecast.visuals import image_grid, log_image
+from genforecast.visuals import image_grid, log_image, log_segmentation_masks
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
 from losses import multiscale_reconstruction_loss
+from metrics.cityscapes_labels import TRAIN_ID_NAMES
 from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
 from networks.segmentation_forecast import ResidualForecaster, make_segmentation_forecaster, unroll
@@ -233,4 +234,6 @@ class JointForecaster(L.LightningModule):
         grid = image_grid(torch.stack(rows, dim=1).flatten(0, 1), nrow=3)
         log_image(self.trainer, "forecasts/last input|forecast|ground truth", grid,
                   caption=f"step {self.global_step}")
+        log_segmentation_masks(self.trainer, "forecasts/target frame", to_unit_range(batch["frames"][0, -1]),
+                               {"forecast": semantic[0], "ground truth": target[0]}, TRAIN_ID_NAMES)
 

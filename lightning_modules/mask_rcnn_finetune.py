@@ -22,8 +22,8 @@ from torchvision.models.detection import MaskRCNN
 
 from datamodules.prediction import sample_names, target_names
 from genforecast.exported_weights import export_weights, read_exported_weights
-from genforecast.visuals import image_grid, log_image
-from metrics.cityscapes_labels import INSTANCE_ID_OFFSET
+from genforecast.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
+from metrics.cityscapes_labels import INSTANCE_ID_OFFSET, TRAIN_ID_NAMES
 from metrics.instance_ap import CityscapesInstanceAP
 from networks.detector import (
     BOX_HEAD_SIZE,
@@ -173,6 +173,13 @@ class MaskRCNNFinetune(L.LightningModule):
         tiles = torch.cat([frames, torch.stack(detected), torch.stack(ground_truth)]).float()
         log_image(self.trainer, "val/frame|detections|ground_truth",
                   image_grid(tiles, nrow=len(frames), value_range=(0.0, 255.0)), caption=f"step {self.global_step}")
+        present = instances[0].unique()
+        present = present[present >= INSTANCE_ID_OFFSET]
+        log_segmentation_masks(self.trainer, "val/detections", frames[0], {
+            "detections": instance_class_map(predictions[0]["masks"], predictions[0]["labels"],
+                                             predictions[0]["scores"], GRID_SCORE_THRESHOLD),
+            "ground truth": instance_class_map(instances[0][None] == present[:, None, None],
+                                               present // INSTANCE_ID_OFFSET)}, TRAIN_ID_NAMES, value_range=(0.0, 255.0))
 
     def configure_optimizers(self) -> Any:
         parameters = [parameter for parameter in self.detector.parameters() if parameter.requires_grad]

@@ -29,11 +29,12 @@ from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import train_id_colors
 from datamodules.prediction import sample_names, target_names
-from genforecast.visuals import image_grid, log_image
+from genforecast.visuals import image_grid, log_image, log_segmentation_masks
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
 from lightning_modules.semantic_segmenter import load_exported_segmenter
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, multiscale_reconstruction_loss
+from metrics.cityscapes_labels import TRAIN_ID_NAMES
 from metrics.segmentation import SegmentationIoU
 from networks.multiscale_video import MultiscaleFrameDiscriminator, pyramid
 from networks.segmentation_forecast import (
@@ -289,3 +290,5 @@ class SegForecastAR(AdversarialModule):
         grid = image_grid(torch.stack(rows, dim=1).flatten(0, 1), nrow=3)
         log_image(self.trainer, "segmentations/last input|forecast|ground truth", grid,
                   caption=f"step {self.global_step}")
+        log_segmentation_masks(self.trainer, "segmentations/target frame", to_unit_range(batch["frames"][0, -1]),
+                               {"forecast": predicted[0], "ground truth": batch["labels"][0]}, TRAIN_ID_NAMES)

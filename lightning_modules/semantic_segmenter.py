@@ -24,7 +24,8 @@ from datamodules.augment import to_unit_range
 from datamodules.cityscapes import IGNORE_INDEX, NUM_CLASSES, train_id_colors
 from datamodules.prediction import sample_names, target_names
 from genforecast.exported_weights import export_weights, read_exported_weights
-from genforecast.visuals import image_grid, log_image
+from genforecast.visuals import image_grid, log_image, log_segmentation_masks
+from metrics.cityscapes_labels import TRAIN_ID_NAMES
 from metrics.segmentation import SegmentationIoU
 from networks.classifier import IMAGENET_MEAN, IMAGENET_STD
 
@@ -198,6 +199,8 @@ class SemanticSegmenter(L.LightningModule):
         log_image(self.trainer, "val/input|prediction|ground_truth", image_grid(tiles, nrow=len(images),
                                                                                 value_range=(0.0, 255.0)),
                   caption=f"step {self.global_step}")
+        log_segmentation_masks(self.trainer, "val/segmentation", images[0],
+                               {"prediction": predictions[0], "ground truth": labels[0]}, TRAIN_ID_NAMES)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

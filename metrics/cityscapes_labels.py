@@ -31,6 +31,10 @@ EVALUATED_LABELS: tuple[Label, ...] = tuple(
 NUM_EVALUATED_CLASSES = len(EVALUATED_LABELS)
 EVALUATED_CLASS_NAMES: tuple[str, ...] = tuple(label.name for label in EVALUATED_LABELS)
 
+TRAIN_ID_NAMES: dict[int, str] = {index: name for index, name in enumerate(EVALUATED_CLASS_NAMES)} | {
+    IGNORE_TRAIN_ID: "ignored"}
+"""trainId -> class name, with the ignore id: the legend of a trainId map (W&B mask overlays)."""
+
 INSTANCE_LABELS: tuple[Label, ...] = tuple(label for label in EVALUATED_LABELS if label.hasInstances)
 """The 8 instance classes (moving objects), ordered by label id."""
 
