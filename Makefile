@@ -13,7 +13,7 @@ STUDY := $(GENFORECAST) study --trainer $(TRAINER) --logger $(LOGGER) --demo-roo
 
 .PHONY: install test test-slow lint demo-data clean \
 	train-fashion train-framegan train-segforecast train-f2f train-joint \
-	bench-fashion bench-framegan bench-segforecast bench-f2f bench-joint human-study
+	bench-fashion bench-framegan bench-segforecast bench-f2f bench-joint human-study cluster-up cluster-down
 
 install: $(STAMP)
 
@@ -73,6 +73,15 @@ human-study: install
 	$(GENFORECAST) human-study demo --check || $(STUDY) fashion
 	$(GENFORECAST) human-study demo --demo-root $(DATA) --out $(HUMAN_STUDY)
 	$(GENFORECAST) human-study serve $(HUMAN_STUDY) --port $(HUMAN_STUDY_PORT)
+
+# A single-node SLURM on this machine (root; Debian's slurm-wlm and munge) to try cluster/train.sbatch locally:
+#   make cluster-up && export SLURM_CONF=$(CURDIR)/.cluster/slurm.conf && sbatch cluster/train.sbatch ...
+cluster-up:
+	cluster/local_slurm.sh install
+	cluster/local_slurm.sh start .cluster
+
+cluster-down:
+	cluster/local_slurm.sh stop .cluster
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .ruff_cache
