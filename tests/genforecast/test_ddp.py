@@ -125,3 +125,23 @@ def test_validation_under_ddp_counts_every_sample_once(cityscapes_three_val: Pat
     assert metrics["ddp"].keys() == metrics["single"].keys()
     for name, value in metrics["single"].items():
         assert metrics["ddp"][name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_a_study_runs_its_stages_in_order_on_two_ranks_and_writes_its_table_once(fashion_catalogue: Path,
+                                                                                 tmp_path: Path):
+    """Every rank runs the study script (Lightning's launcher re-runs the command); the stages' fits and
+    validations are collective, the exported classifier is waited for, and only rank zero writes the table."""
+    overrides = ["--data.init_args.resolution=32", "--data.init_args.batch_size=4", "--trainer.max_steps=2",
+                 "--trainer.max_epochs=1", "--trainer.limit_val_batches=2"]  # overrides shared by every stage
+    completed = run_genforecast(["study", "fashion", "--trainer", "ddp_cpu", "--logger", "csv",
+                                 "--configs", str(CONFIGS), *(f"--override={arg}" for arg in overrides)],
+                                tmp_path, {"FASHION_CATALOGUE": str(fashion_catalogue)})
+    assert completed.returncode == 0, completed.stderr[-6000:]
+    assert completed.stdout.count("DesIGN study") == 1  # printed once, by rank zero
+    outputs = tmp_path / "outputs" / "fashion"
+    (table,) = (outputs / "study").glob("2*/results.md")
+    assert [line.split("|")[1].strip() for line in table.read_text().splitlines()[2:]] == ["gan", "can", "canh"]
+    for stage in ("classifier", "gan", "can", "canh"):
+        runs = [path for path in (outputs / stage).iterdir() if path.name != "latest"]
+        assert len(runs) == 1, (stage, runs)  # both ranks used the same run folder for the stage
+        assert json.loads((runs[0] / "run.json").read_text())["status"] == "finished"
