@@ -116,8 +116,12 @@ def _report(error: BaseException, debug: bool) -> int:
         known = user_error_types()
     except Exception:  # noqa: BLE001 - the suite itself fails to import: the original error is what matters
         raise error from None
-    if debug or not isinstance(error, known):
+    cause = error
+    while cause is not None and not isinstance(cause, known):  # jsonargparse wraps a model's error in its own
+        cause = cause.__cause__
+    if debug or cause is None:
         raise error
+    error = cause
     message = str(error).strip() or type(error).__name__
     if isinstance(error, FileNotFoundError) and DEMO_ROOT in message:
         message += (f"\nThe procedural demo datasets are written by `genforecast demo-data --root {DEMO_ROOT}` (the "

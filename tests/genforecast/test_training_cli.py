@@ -130,15 +130,50 @@ def test_a_checkpoint_of_another_model_is_one_line(workdir: Path, capsys):
     assert "written by FashionCAN (fashion/gan), not by ShapeTextureClassifier" in error
 
 
-def test_a_missing_demo_root_says_how_to_write_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys):
+def test_a_missing_demo_root_says_how_to_write_it_and_that_works(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                   classifier_weights: Path, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FASHION_CATALOGUE", raising=False)
-    assert main(_gan("--trainer.max_steps=2")) == 2
+    monkeypatch.setenv("FASHION_CLASSIFIER", str(classifier_weights))
+    args = _gan("--trainer.max_steps=2", "--trainer.limit_val_batches=0")
+    assert main(args) == 2
     error = capsys.readouterr().err
     assert "genforecast demo-data --root data/demo" in error and "Traceback" not in error
     assert not list((tmp_path / "outputs").rglob("*.ckpt"))
     with pytest.raises(FileNotFoundError):
-        main([*_gan("--trainer.max_steps=2"), "--debug"])
+        main([*args, "--debug"])
+    assert main(["demo-data", "--root", "data/demo", "--only", "fashion"]) == 0  # the hint, as printed
+    assert main(args) == 0
+
+
+def test_an_untrained_classifier_names_its_command_and_that_works(fashion_catalogue: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                 capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FASHION_CATALOGUE", str(fashion_catalogue))
+    monkeypatch.delenv("FASHION_CLASSIFIER", raising=False)
+    args = _gan("--trainer.max_steps=2", "--trainer.limit_val_batches=0", classifier=True)
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "genforecast fit --config configs/fashion/classifier.yaml" in error and error.count("\n") == 1
+    assert main(["fit", *PRESETS, f"--config={CONFIGS / 'fashion' / 'classifier.yaml'}",
+                 "--data.init_args.resolution=32", "--data.init_args.batch_size=4", "--trainer.max_steps=2",
+                 "--trainer.limit_val_batches=0"]) == 0
+    assert main(args) == 0  # the GAN now finds outputs/fashion/classifier/latest/classifier.pt
+
+
+def test_evaluating_before_training_says_to_train_and_that_works(workdir: Path, capsys):
+    assert main(_gan("--ckpt_path=last", stage="validate")) == 2
+    assert "train it first with `genforecast fit` and the same configs" in capsys.readouterr().err
+    assert main(_gan("--trainer.max_steps=2", "--trainer.limit_val_batches=0")) == 0
+    assert main(_gan("--ckpt_path=last", "--trainer.limit_val_batches=1", stage="validate")) == 0
+
+
+def test_predict_writes_the_models_outputs_into_its_run(workdir: Path):
+    assert main(_gan("--trainer.max_steps=2", "--trainer.limit_val_batches=0")) == 0
+    assert main(_gan("--ckpt_path=last", "--data.init_args.num_samples=6", stage="predict")) == 0
+    (run,) = (workdir / "outputs" / "fashion" / "gan").glob("*-predict")
+    assert len(list((run / "predictions" / "samples" / "none").glob("*.png"))) >= 6
 
 
 def test_version_and_help_answer_without_importing_torch():
