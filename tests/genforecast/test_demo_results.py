@@ -1,12 +1,13 @@
 """The demo claims of the README, measured end to end on the procedural data (slow: `make test-slow`)."""
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS
-
-from genforecast.study import main
+from conftest import REPO_ROOT
 
 
 def _table(path: Path) -> dict[str, dict[str, float]]:
@@ -16,12 +17,23 @@ def _table(path: Path) -> dict[str, dict[str, float]]:
 
 
 def _run_demo_study(family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *real_data_variables: str) -> Path:
-    """Run ``genforecast study <family>`` on fresh demo data in ``tmp_path``; return its outputs folder."""
-    monkeypatch.chdir(tmp_path)
+    """``make train-<family>`` as the README states it (default trainer and logger: W&B, offline without
+    credentials) in a fresh folder with the Makefile and configs; return the study's newest results folder.
+
+    The repository's virtual environment is used as it is (``-o`` keeps make from reinstalling it)."""
+    for name in ("Makefile", "configs"):
+        (shutil.copytree if (REPO_ROOT / name).is_dir() else shutil.copy)(REPO_ROOT / name, tmp_path / name)
+    venv = REPO_ROOT / ".venv"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("WANDB_")}
     for variable in real_data_variables:
-        monkeypatch.delenv(variable, raising=False)
-    assert main([family, "--logger", "csv", "--configs", str(CONFIGS), "--demo-root", str(tmp_path / "demo")]) == 0
-    return tmp_path / "outputs" / family
+        env.pop(variable, None)
+    env |= {variable: str(tmp_path / "wandb-home") for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR",
+                                                                     "WANDB_DATA_DIR")}
+    completed = subprocess.run(["make", f"train-{family}", f"VENV={venv}", "-o", str(venv / ".installed-stamp")],
+                               cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "written to outputs/" in completed.stdout and "could not be logged" not in completed.stdout
+    return tmp_path / "outputs" / family / "study" / "latest"
 
 
 @pytest.mark.slow
