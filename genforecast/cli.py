@@ -97,11 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in TOOLS:
             return _load_tool(TOOLS[command][0])(rest) or 0
         return _run_stage(command, rest)
-    except BaseException as error:  # noqa: BLE001 - classified below; anything unexpected is re-raised
+    except Exception as error:  # noqa: BLE001 - classified below; anything unexpected is re-raised
         return _report(error, debug)
 
 
-def _report(error: BaseException, debug: bool) -> int:
+def _report(error: Exception, debug: bool) -> int:
     """The exit code for ``error`` after printing it in one line; re-raise what is not a known outcome."""
     from lightning_modules.guard import DivergenceError
 
