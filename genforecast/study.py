@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("family", choices=sorted(STUDIES), help="which paper's study to run")
     parser.add_argument("--trainer", default=None,
-                        help="trainer preset configs/trainer/<name>.yaml (default: gpu when a GPU is visible, else cpu)")
+                        help="trainer preset configs/trainer/<name>.yaml; None: gpu when a GPU is visible, else cpu")
     parser.add_argument("--logger", default="wandb", help="logger preset: configs/logger/<name>.yaml")
     parser.add_argument("--demo-root", default="data/demo", help="where the procedural demo data lives")
     parser.add_argument("--configs", default="configs", help="config folder")
