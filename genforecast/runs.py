@@ -16,11 +16,13 @@ Every ``genforecast`` run gets a folder of its own, so no run ever overwrites an
                                    the next stage read
 
 Run ids are ``YYYYmmdd-HHMMSS`` (``-2``, ``-3`` ... when taken; evaluation runs end in ``-validate``, ``-test``,
-``-predict``). All ranks of one distributed run must agree on it without talking to each other before the
-process group exists, so it comes from, in order: ``GENFORECAST_RUN_ID`` (set it yourself under launchers this
-module does not know), the id a parent ``genforecast`` process handed to the ranks it launched, SLURM's job and
-step ids (``slurm<job>-<step>``: the same in every task and again after a requeue, which is how a requeued job
-finds its run), then a new timestamp claimed with an exclusive ``mkdir``.
+``-predict``). All ranks of one distributed run must agree on the folder without talking to each other before the
+process group exists, so it comes from, in order: the folder a parent ``genforecast`` process handed to the ranks
+it launched (Lightning's DDP launcher re-runs the command); ``GENFORECAST_RUN_ID`` (set it under launchers this
+module does not know, such as ``torchrun``); SLURM's job and step ids (``slurm<job>-<step>`` under ``srun``: the
+same in every task and again after a requeue, which is how a requeued job finds its run; ``slurm<job>`` in a batch
+script without ``srun``); then a new timestamp claimed with an exclusive ``mkdir``. A later stage of a process whose
+ranks already talk (a study under DDP) takes rank zero's choice (:mod:`genforecast.training_cli`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 
 import torch
 
-from datamodules.cache import atomic_write
+from storage.files import atomic_write
 
 OUTPUTS = Path("outputs")
 LATEST = "latest"
@@ -140,9 +142,10 @@ def claim_run_folder(variant_dir: Path, stage: str) -> RunFolder:
 
     ``latest`` is not moved here: a fit becomes its variant's ``latest`` when it saves its first checkpoint
     (:class:`genforecast.checkpointing.RunCheckpoint`), so a run that failed before saving anything never hides
-    the runs before it from ``--ckpt_path last``. A fixed id (``GENFORECAST_RUN_ID``, or the SLURM job and step that every task of
-    an ``srun`` shares) names the same folder on every rank; a requeued SLURM job finds its earlier folder that
-    way and continues it (``continues=True``), as does a fixed ``GENFORECAST_RUN_ID`` whose folder exists.
+    the runs before it from ``--ckpt_path last``. A fixed id (``GENFORECAST_RUN_ID``, or the SLURM job and step
+    that every task of an ``srun`` shares) names the same folder on every rank; a requeued SLURM job finds its
+    earlier folder that way and continues it (``continues=True``), as does a fixed ``GENFORECAST_RUN_ID`` whose
+    folder holds checkpoints.
     """
     suffix = "" if stage == "fit" else f"-{stage}"
     inherited = _inherited_run(variant_dir)
@@ -162,9 +165,10 @@ def claim_run_folder(variant_dir: Path, stage: str) -> RunFolder:
     variant_dir.mkdir(parents=True, exist_ok=True)
     base = f"slurm{slurm[0]}{suffix}" if slurm is not None else f"{_timestamp()}{suffix}"
     if slurm is not None and stage == "fit" and is_requeued_slurm_job():
-        earlier = sorted(variant_dir.glob(f"{base}*/{CHECKPOINTS}"), key=lambda folder: folder.stat().st_mtime)
+        earlier = sorted((folder for pattern in (base, f"{base}-*") for folder in variant_dir.glob(pattern)
+                          if (folder / CHECKPOINTS).is_dir()), key=lambda folder: (folder / CHECKPOINTS).stat().st_mtime)
         if earlier:
-            path = earlier[-1].parent
+            path = earlier[-1]
             return RunFolder(path, variant_dir, path.name, continues=True)
     for attempt in range(1, 1000):
         path = variant_dir / (base if attempt == 1 else f"{base}-{attempt}")
