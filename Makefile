@@ -31,6 +31,7 @@ test-slow: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 demo-data: install
 	$(GENFORECAST) demo-data --root $(DATA)

@@ -6,8 +6,8 @@ the shape and dtype of every array, and free-form JSON metadata describing how t
 source fingerprint, segmenter, ...). Readers pass the metadata they expect, so a cache made with other settings is
 refused with a message naming the differing key instead of silently feeding the wrong data to a model.
 
-Writes are atomic: the file is written under a temporary name in the destination directory, flushed to disk and
-renamed, so an interrupted conversion never leaves a partial cache under the final name.
+Writes are atomic (:func:`storage.files.atomic_write`), so an interrupted conversion never leaves a partial cache
+under the final name.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import logging
 import math
 import os
 import struct
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+from storage.files import atomic_write
 
 CACHE_FORMAT_VERSION = 1
 _META_NAME = "__cache_meta__"
@@ -33,43 +34,6 @@ _ZIP_LOCAL_SIGNATURE = b"PK\x03\x04"
 
 class CacheError(RuntimeError):
     """A cache file is missing, damaged, of another format, or was made with other settings."""
-
-
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None]) -> Path:
-    """Create ``path`` atomically: ``write_fn`` fills a temporary file that is fsynced and renamed into place.
-
-    The temporary file lives in the destination directory (a rename within one file system is atomic) and is
-    removed if ``write_fn`` raises, so neither a partial file under the final name nor a stray temporary is left.
-    Missing parent directories are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as temp_file:
-            write_fn(temp_file)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist a rename on POSIX file systems; a no-op where directories cannot be opened (Windows)."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def write_array_cache(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:

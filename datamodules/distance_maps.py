@@ -39,10 +39,9 @@ from datamodules.cityscapes import (
     gather_windows,
 )
 from datamodules.segmentation_scores import file_sha256, resolve_device
-from lightning_modules.mask_rcnn_finetune import load_exported_detector
-from lightning_modules.semantic_segmenter import load_exported_segmenter
 from metrics.cityscapes_labels import label_ids_to_train_ids
-from networks.detector import detect
+from networks.detector import detect, load_exported_detector
+from networks.segmenter import load_exported_segmenter
 from representations.distance_maps import CONTOUR_HEIGHT, CONTOUR_WIDTH, encode_frame
 
 log = logging.getLogger(__name__)

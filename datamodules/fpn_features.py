@@ -45,8 +45,7 @@ from torch.utils.data import Dataset
 from datamodules.cache import CacheError, ShardedArrayCache, read_blocks, sharded_cache_complete, write_sharded_cache
 from datamodules.cityscapes import CachedSequences, CityscapesSequenceDataModule
 from datamodules.segmentation_scores import FLOAT16_MAX, file_sha256, resolve_device
-from lightning_modules.mask_rcnn_finetune import load_exported_detector
-from networks.detector import FPN_CHANNELS, FPN_LEVELS, FPN_STRIDES, fpn_features
+from networks.detector import FPN_CHANNELS, FPN_LEVELS, FPN_STRIDES, fpn_features, load_exported_detector
 
 log = logging.getLogger(__name__)
 

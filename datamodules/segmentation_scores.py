@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from datamodules.augment import to_unit_range
 from datamodules.cache import CacheError, ShardedArrayCache, sharded_cache_complete, write_sharded_cache
 from datamodules.cityscapes import NUM_CLASSES, CachedSequences, CityscapesSequenceDataModule
-from lightning_modules.semantic_segmenter import load_exported_segmenter, read_segmenter_export
+from networks.segmenter import load_exported_segmenter, read_segmenter_export
 
 log = logging.getLogger(__name__)
 

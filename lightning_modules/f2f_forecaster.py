@@ -37,13 +37,12 @@ import torch.nn.functional as F
 from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names, target_names
-from genforecast.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
-from lightning_modules.mask_rcnn_finetune import load_exported_detector
+from lightning_modules.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
 from metrics.cityscapes_labels import TRAIN_ID_NAMES, label_ids_to_train_ids
 from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
-from networks.detector import DetectorFeatures, detect, detect_from_features, fpn_features
+from networks.detector import DetectorFeatures, detect, detect_from_features, fpn_features, load_exported_detector
 from networks.f2f import F2FNetwork, F2FSubnetwork, derive_p6
 
 PREDICTORS = ("model", "copy_last", "optical_flow", "oracle")

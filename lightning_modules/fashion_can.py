@@ -27,10 +27,9 @@ from torch import nn
 
 from datamodules.augment import scale_translate_jitter, to_unit_range
 from datamodules.prediction import sample_names
-from genforecast.visuals import image_grid, log_image
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
-from lightning_modules.shape_texture_classifier import load_exported_classifier
+from lightning_modules.visuals import image_grid, log_image
 from losses import (
     auxiliary_classification_loss,
     can_loss,
@@ -43,6 +42,7 @@ from metrics.classifier_scores import ClassifierScores
 from metrics.fid import FeatureFID, inception_fid
 from metrics.image_stats import ImageStatistics
 from metrics.novelty import NearestTrainingDistance
+from networks.classifier import load_exported_classifier
 from networks.conditional import MaskAwareDiscriminator, ShapeConditionedGenerator
 from networks.dcgan import DCGANDiscriminator, DCGANGenerator
 

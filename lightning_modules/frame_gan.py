@@ -25,9 +25,9 @@ from baselines.copy_last import copy_last_forecast
 from baselines.optical_flow import flow_forecast
 from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names
-from genforecast.visuals import image_grid, log_image, log_video
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
+from lightning_modules.visuals import image_grid, log_image, log_video
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, gradient_difference_loss, lp_loss
 from metrics.video import FramePSNR, FrameSSIM, SharpnessDifference, moving_area_mask
 from networks.multiscale_video import (

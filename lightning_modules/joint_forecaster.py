@@ -38,8 +38,8 @@ from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import NUM_CLASSES, train_id_colors
 from datamodules.prediction import target_names
-from genforecast.visuals import image_grid, log_image, log_segmentation_masks
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
+from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import multiscale_reconstruction_loss
 from metrics.cityscapes_labels import TRAIN_ID_NAMES
 from metrics.instance_ap import CityscapesInstanceAP

@@ -5,7 +5,7 @@ are what the F2F forecaster predicts, and its frozen heads turn forecast feature
 module trains the detector of :mod:`networks.detector` on Cityscapes sequence batches, reports its instance AP on
 the annotated frames (the "oracle" row of F2F's results: the detector run on the real future frame), and exports its
 weights with a description of its architecture to a file that the forecaster loads with
-:func:`load_exported_detector`.
+:func:`networks.detector.load_exported_detector`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ import lightning as L
 import torch
 from cityscapesscripts.helpers.labels import id2label
 from torch import Tensor
-from torchvision.models.detection import MaskRCNN
 
 from datamodules.prediction import sample_names, target_names
-from genforecast.exported_weights import export_weights, read_exported_weights
-from genforecast.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
+from lightning_modules.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
 from metrics.cityscapes_labels import INSTANCE_ID_OFFSET, TRAIN_ID_NAMES
 from metrics.instance_ap import CityscapesInstanceAP
 from networks.detector import (
@@ -32,16 +30,13 @@ from networks.detector import (
     NUM_DETECTOR_CLASSES,
     Backbone,
     BackboneNorm,
-    build_from_description,
     build_mask_rcnn,
-    check_detector_compatible,
-    describe_detector,
     detect,
+    export_detector,
     instances_to_targets,
     load_coco_weights,
 )
 
-EXPORT_FORMAT = "genforecast.mask_rcnn_detector/1"
 POLY_POWER = 0.9
 """Exponent of the poly learning-rate decay after warm-up."""
 WARMUP_START_FACTOR = 0.001
@@ -219,33 +214,3 @@ def overlay_instances(frame: Tensor, masks: Tensor, label_ids: Tensor) -> Tensor
         colour = torch.tensor(id2label[label_id].color, dtype=torch.float32, device=frame.device) * shade
         canvas = torch.where(mask[None], (1 - OVERLAY_ALPHA) * canvas + OVERLAY_ALPHA * colour[:, None, None], canvas)
     return canvas.round().to(torch.uint8)
-
-
-def export_detector(model: MaskRCNN, path: str | Path) -> Path:
-    """Write the detector weights with a format marker and :func:`describe_detector` info, atomically."""
-    return export_weights(path, EXPORT_FORMAT, model, detector=describe_detector(model))
-
-
-def read_detector_export(path: str | Path) -> dict[str, Any]:
-    """The checked contents of an exported detector file: ``format``, ``detector`` (its description), ``state_dict``."""
-    return read_exported_weights(path, EXPORT_FORMAT, "Mask R-CNN detector",
-                                 "train it first with `genforecast fit --config configs/f2f/detector.yaml` "
-                                 "(which exports it to its export_path)")
-
-
-def load_exported_detector(path: str | Path, expected: dict[str, Any] | None = None) -> MaskRCNN:
-    """Load a file written by :func:`export_detector`: a frozen detector in eval mode.
-
-    ``expected`` (e.g. ``{"num_classes": 9, "architecture": "mask_rcnn_resnet50_fpn"}``) is checked against the
-    file's description with :func:`networks.detector.check_detector_compatible`; a mismatch, or weights that do
-    not fit the described architecture, raises ``ValueError`` naming the file.
-    """
-    payload = read_detector_export(path)
-    description = check_detector_compatible(payload["detector"], expected or {}, source=path)
-    try:
-        model = build_from_description(description)
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        raise ValueError(f"{path} does not hold a loadable {description.get('architecture')} detector: "
-                         f"{error}") from error
-    return model.eval().requires_grad_(False)

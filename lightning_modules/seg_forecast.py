@@ -29,10 +29,9 @@ from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import train_id_colors
 from datamodules.prediction import sample_names, target_names
-from genforecast.visuals import image_grid, log_image, log_segmentation_masks
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
-from lightning_modules.semantic_segmenter import load_exported_segmenter
+from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, multiscale_reconstruction_loss
 from metrics.cityscapes_labels import TRAIN_ID_NAMES
 from metrics.segmentation import SegmentationIoU
@@ -43,6 +42,7 @@ from networks.segmentation_forecast import (
     make_segmentation_forecaster,
     unroll,
 )
+from networks.segmenter import load_exported_segmenter
 
 Modality = Literal["S2S", "X2X", "XS2XS"]
 Mode = Literal["batch", "autoregressive", "ar_finetune"]

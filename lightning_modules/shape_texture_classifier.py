@@ -17,10 +17,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.augment import scale_translate_jitter, to_unit_range
-from genforecast.exported_weights import export_weights, read_exported_weights
-from networks.classifier import ShapeTextureResNet, load_backbone_weights
-
-EXPORT_FORMAT = "genforecast.shape_texture_classifier/1"
+from networks.classifier import ShapeTextureResNet, export_classifier, load_backbone_weights
 
 
 class ShapeTextureClassifier(L.LightningModule):
@@ -75,23 +72,3 @@ class ShapeTextureClassifier(L.LightningModule):
             export_classifier(self.network, path)
         # Under DDP the next stage may start on another rank as soon as this fit returns: wait for the file.
         self.trainer.strategy.barrier("export")
-
-
-def export_classifier(network: ShapeTextureResNet, path: str | Path) -> Path:
-    """Write the classifier weights with their class counts, atomically."""
-    return export_weights(path, EXPORT_FORMAT, network, num_shapes=network.shape_head.out_features,
-                          num_textures=network.texture_head.out_features)
-
-
-def load_exported_classifier(path: str | Path, num_shapes: int, num_textures: int) -> ShapeTextureResNet:
-    """Load a file written by :func:`export_classifier`, checking its format and class counts; eval mode."""
-    payload = read_exported_weights(path, EXPORT_FORMAT, "shape/texture classifier",
-                                    "train it first with `genforecast fit --config configs/fashion/classifier.yaml` "
-                                    "(or `make train-fashion`), or set model.init_args.classifier_weights to null "
-                                    "to skip the classifier metrics")
-    if (payload["num_shapes"], payload["num_textures"]) != (num_shapes, num_textures):
-        raise ValueError(f"{path} classifies {payload['num_shapes']} shapes and {payload['num_textures']} textures; "
-                         f"this model needs {num_shapes} and {num_textures}")
-    network = ShapeTextureResNet(num_shapes, num_textures)
-    network.load_state_dict(payload["state_dict"])
-    return network.eval()

@@ -1,7 +1,9 @@
 """ResNet-18 shape/texture classifier used to evaluate generated garments.
 
 The trunk is torchvision's ``resnet18`` built without weights (nothing is ever downloaded); ImageNet weights can be
-loaded from a local file with :func:`load_backbone_weights`.
+loaded from a local file with :func:`load_backbone_weights`. :class:`lightning_modules.ShapeTextureClassifier` trains
+it and exports it (:func:`export_classifier`) for :class:`lightning_modules.FashionCAN`'s metrics
+(:func:`load_exported_classifier`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
+from networks.exported_weights import export_weights, read_exported_weights
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
+CLASSIFIER_EXPORT_FORMAT = "genforecast.shape_texture_classifier/1"
+"""Format marker of the files :func:`export_classifier` writes."""
 
 
 class ShapeTextureResNet(nn.Module):
@@ -77,3 +83,23 @@ def load_backbone_weights(model: ShapeTextureResNet, path: str | Path) -> None:
         model.backbone.load_state_dict(trunk_state, strict=True)
     except RuntimeError as error:
         raise ValueError(f"{path} does not match the ResNet-18 trunk: {error}") from error
+
+
+def export_classifier(network: ShapeTextureResNet, path: str | Path) -> Path:
+    """Write the classifier weights with their class counts, atomically."""
+    return export_weights(path, CLASSIFIER_EXPORT_FORMAT, network, num_shapes=network.shape_head.out_features,
+                          num_textures=network.texture_head.out_features)
+
+
+def load_exported_classifier(path: str | Path, num_shapes: int, num_textures: int) -> ShapeTextureResNet:
+    """Load a file written by :func:`export_classifier`, checking its format and class counts; eval mode."""
+    payload = read_exported_weights(path, CLASSIFIER_EXPORT_FORMAT, "shape/texture classifier",
+                                    "train it first with `genforecast fit --config configs/fashion/classifier.yaml` "
+                                    "(or `make train-fashion`), or set model.init_args.classifier_weights to null "
+                                    "to skip the classifier metrics")
+    if (payload["num_shapes"], payload["num_textures"]) != (num_shapes, num_textures):
+        raise ValueError(f"{path} classifies {payload['num_shapes']} shapes and {payload['num_textures']} textures; "
+                         f"this model needs {num_shapes} and {num_textures}")
+    network = ShapeTextureResNet(num_shapes, num_textures)
+    network.load_state_dict(payload["state_dict"])
+    return network.eval()

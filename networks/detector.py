@@ -42,6 +42,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from metrics.cityscapes_labels import INSTANCE_CLASS_NAMES, INSTANCE_ID_OFFSET, INSTANCE_LABEL_IDS
+from networks.exported_weights import export_weights, read_exported_weights
 
 CITYSCAPES_INSTANCE_CLASSES: tuple[str, ...] = INSTANCE_CLASS_NAMES
 """The 8 evaluated Cityscapes instance classes in label-id order; detector class ``i`` (1..8) is entry ``i - 1``."""
@@ -52,6 +53,8 @@ FPN_LEVELS: tuple[str, ...] = ("p2", "p3", "p4", "p5", "p6")
 FPN_STRIDES: tuple[int, ...] = (4, 8, 16, 32, 64)
 """Stride of each pyramid level relative to the (padded) input image."""
 FPN_CHANNELS = 256
+DETECTOR_EXPORT_FORMAT = "genforecast.mask_rcnn_detector/1"
+"""Format marker of the files :func:`export_detector` writes."""
 _TORCHVISION_LEVELS: tuple[str, ...] = ("0", "1", "2", "3", "pool")
 """torchvision's names of P2..P6 in the backbone output (the heads' RoI poolers read '0'..'3')."""
 DEFAULT_ANCHOR_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512)
@@ -250,6 +253,36 @@ def check_detector_compatible(detector: MaskRCNN | Mapping[str, Any], expected: 
 
 def _comparable(value: Any) -> Any:
     return [_comparable(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+
+def export_detector(model: MaskRCNN, path: str | Path) -> Path:
+    """Write the detector weights with a format marker and :func:`describe_detector` info, atomically."""
+    return export_weights(path, DETECTOR_EXPORT_FORMAT, model, detector=describe_detector(model))
+
+
+def read_detector_export(path: str | Path) -> dict[str, Any]:
+    """The checked contents of an exported detector file: ``format``, ``detector`` (its description), ``state_dict``."""
+    return read_exported_weights(path, DETECTOR_EXPORT_FORMAT, "Mask R-CNN detector",
+                                 "train it first with `genforecast fit --config configs/f2f/detector.yaml` "
+                                 "(which exports it to its export_path)")
+
+
+def load_exported_detector(path: str | Path, expected: dict[str, Any] | None = None) -> MaskRCNN:
+    """Load a file written by :func:`export_detector`: a frozen detector in eval mode.
+
+    ``expected`` (e.g. ``{"num_classes": 9, "architecture": "mask_rcnn_resnet50_fpn"}``) is checked against the
+    file's description with :func:`check_detector_compatible`; a mismatch, or weights that do
+    not fit the described architecture, raises ``ValueError`` naming the file.
+    """
+    payload = read_detector_export(path)
+    description = check_detector_compatible(payload["detector"], expected or {}, source=path)
+    try:
+        model = build_from_description(description)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{path} does not hold a loadable {description.get('architecture')} detector: "
+                         f"{error}") from error
+    return model.eval().requires_grad_(False)
 
 
 @dataclass(frozen=True)

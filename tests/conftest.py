@@ -29,8 +29,7 @@ def classifier_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported, untrained shape/texture classifier (the metrics only need a feature extractor)."""
     import torch
 
-    from lightning_modules.shape_texture_classifier import export_classifier
-    from networks.classifier import ShapeTextureResNet
+    from networks.classifier import ShapeTextureResNet, export_classifier
 
     torch.manual_seed(0)
     return export_classifier(ShapeTextureResNet(7, 7), tmp_path_factory.mktemp("weights") / "classifier.pt")
@@ -64,8 +63,7 @@ def detector_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported, untrained small Mask R-CNN (resnet18 FPN) for 64x128 frames."""
     import torch
 
-    from lightning_modules.mask_rcnn_finetune import export_detector
-    from networks.detector import build_mask_rcnn
+    from networks.detector import build_mask_rcnn, export_detector
 
     torch.manual_seed(0)
     model = build_mask_rcnn("resnet18", min_size=64, max_size=128, box_head_size=64, mask_head_channels=16)
@@ -77,7 +75,7 @@ def segmenter_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported, untrained light semantic segmenter (LR-ASPP MobileNetV3)."""
     import torch
 
-    from lightning_modules.semantic_segmenter import SegmentationNetwork, export_segmenter
+    from networks.segmenter import SegmentationNetwork, export_segmenter
 
     torch.manual_seed(0)
     network = SegmentationNetwork("lraspp_mobilenet_v3_large", 19)

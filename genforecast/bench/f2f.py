@@ -63,8 +63,15 @@ from datamodules.fpn_features import FPNFeatureDataModule
 from genforecast.bench.common import EAGER_FP32, BenchResult, StepVariant, format_results, run_step_variants
 from genforecast.demo_data.cli import ensure_demo_dataset
 from lightning_modules.f2f_forecaster import FORECAST_LEVELS, F2FForecaster
-from lightning_modules.mask_rcnn_finetune import export_detector, load_exported_detector, read_detector_export
-from networks.detector import FPN_LEVELS, FPNMaskRCNN, build_mask_rcnn, fpn_features
+from networks.detector import (
+    FPN_LEVELS,
+    FPNMaskRCNN,
+    build_mask_rcnn,
+    export_detector,
+    fpn_features,
+    load_exported_detector,
+    read_detector_export,
+)
 from networks.f2f import FPN_CHANNELS
 
 VARIANTS = [EAGER_FP32, StepVariant("bf16-mixed + channels_last", "bf16-mixed", {"channels_last": True})]

@@ -30,8 +30,8 @@ from datamodules.segmentation_scores import SegmentationScoreDataModule
 from genforecast.bench.common import EAGER_FP32, StepVariant, format_results, run_step_variants
 from genforecast.demo_data.cli import ensure_demo_dataset
 from lightning_modules.seg_forecast import REFERENCES, SegForecastAR
-from lightning_modules.semantic_segmenter import SegmentationNetwork, export_segmenter
 from metrics.segmentation import SegmentationIoU
+from networks.segmenter import SegmentationNetwork, export_segmenter
 
 VARIANTS = [EAGER_FP32, StepVariant("bf16-mixed + channels_last", "bf16-mixed", {"channels_last": True})]
 UNTRAINED_SEGMENTER = Path("outputs/bench/untrained_segmenter_lraspp_mobilenet_v3_large.pt")

@@ -169,8 +169,8 @@ def score_images(images: list[StudyImage], catalogue: object, classifier_path: P
 
     from datamodules.augment import to_unit_range
     from datamodules.fashion import SHAPES, TEXTURES
-    from lightning_modules.shape_texture_classifier import load_exported_classifier
     from metrics.novelty import NearestTrainingDistance
+    from networks.classifier import load_exported_classifier
 
     generated = [image for image in images if image.kind == "generated"]
     if not generated:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from datamodules import cache
-from datamodules.cache import CacheError, atomic_write, read_array_cache, read_cache_meta, write_array_cache
+from datamodules.cache import CacheError, read_array_cache, read_cache_meta, write_array_cache
+from storage.files import atomic_write
 
 
 def _arrays() -> dict[str, np.ndarray]:

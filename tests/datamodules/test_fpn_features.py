@@ -16,8 +16,7 @@ from datamodules.cityscapes import CachedSequences
 from datamodules.fpn_features import FPNFeatureDataModule, FPNFeatures, cache_size_refusal, extract_features
 from datamodules.segmentation_scores import file_sha256
 from lightning_modules.f2f_forecaster import F2FForecaster, cached_feature_key
-from lightning_modules.mask_rcnn_finetune import export_detector, load_exported_detector
-from networks.detector import build_mask_rcnn, fpn_features
+from networks.detector import build_mask_rcnn, export_detector, fpn_features, load_exported_detector
 
 SIZE = (64, 128)
 LEVELS = ("p5", "p4", "p3", "p2")

@@ -17,7 +17,7 @@ from datamodules.segmentation_scores import (
     file_sha256,
     score_cache_meta,
 )
-from lightning_modules.semantic_segmenter import SegmentationNetwork, export_segmenter
+from networks.segmenter import SegmentationNetwork, export_segmenter
 
 SIZE = (64, 128)
 SEGMENTER_A, SEGMENTER_B = "a" * 64, "b" * 64

@@ -11,13 +11,14 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from datamodules.cityscapes import CityscapesSequenceDataModule
-from lightning_modules.mask_rcnn_finetune import (
-    MaskRCNNFinetune,
+from lightning_modules.mask_rcnn_finetune import MaskRCNNFinetune, overlay_instances
+from networks.detector import (
+    build_mask_rcnn,
+    detect,
     export_detector,
+    label_ids_to_detector_labels,
     load_exported_detector,
-    overlay_instances,
 )
-from networks.detector import build_mask_rcnn, detect, label_ids_to_detector_labels
 
 TINY = {"backbone": "resnet18", "min_size": 64, "max_size": 128, "box_head_size": 64, "mask_head_channels": 16,
         "box_batch_size_per_image": 32, "anchor_sizes": [4, 8, 16, 32, 64]}

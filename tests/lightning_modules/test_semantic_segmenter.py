@@ -8,13 +8,8 @@ import torch
 from torchvision.models import mobilenet_v3_large
 
 from datamodules.cityscapes import CityscapesSequenceDataModule, train_id_colors
-from lightning_modules.semantic_segmenter import (
-    SegmentationNetwork,
-    SemanticSegmenter,
-    colorize,
-    export_segmenter,
-    load_exported_segmenter,
-)
+from lightning_modules.semantic_segmenter import SemanticSegmenter, colorize
+from networks.segmenter import SegmentationNetwork, export_segmenter, load_exported_segmenter
 
 LIGHT = "lraspp_mobilenet_v3_large"
 

@@ -37,8 +37,7 @@ def tiny_checkpoints(root: Path) -> dict[str, Path]:
         import torch
 
         from lightning_modules.fashion_can import FashionCAN
-        from lightning_modules.shape_texture_classifier import export_classifier
-        from networks.classifier import ShapeTextureResNet
+        from networks.classifier import ShapeTextureResNet, export_classifier
 
         root.mkdir(parents=True, exist_ok=True)
         classifier = export_classifier(ShapeTextureResNet(7, 7), root / "metric_classifier.pt")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from datamodules.cache import atomic_write
+from storage.files import atomic_write
 
 
 def export_weights(path: str | Path, format_marker: str, network: nn.Module, **metadata: Any) -> Path:
