@@ -4,7 +4,7 @@ They work on video frames, segmentation label maps, per-class score maps and ins
 """
 
 from baselines.copy_last import copy_last, copy_last_forecast
-from baselines.optical_flow import batch_flow, extrapolate, flow_between, flow_forecast
+from baselines.optical_flow import batch_flow, extrapolate, flow_between, flow_forecast, warp_masks
 
 __all__ = [
     "batch_flow",
@@ -13,4 +13,5 @@ __all__ = [
     "extrapolate",
     "flow_between",
     "flow_forecast",
+    "warp_masks",
 ]

@@ -136,6 +136,16 @@ def extrapolate(
     return warped.round().to(last_value.dtype)
 
 
+def warp_masks(masks: torch.Tensor, flow: torch.Tensor, steps: int) -> torch.Tensor:
+    """Boolean instance masks (N, H, W) of the last frame carried ``steps`` frames ahead at the constant velocity of
+    that frame's backward flow (H, W, 2) (:func:`extrapolate`, nearest neighbour): bool (N, H, W) on the flow's
+    device; N may be 0. The optical-flow baseline of the instance forecasters."""
+    warped = masks.to(flow.device)[None].float()
+    if warped.shape[1]:
+        warped = extrapolate(warped, flow[None], steps=steps, interpolation="nearest")
+    return warped[0] > 0.5
+
+
 def flow_forecast(inputs: torch.Tensor, steps: int, method: FlowMethod = "farneback") -> torch.Tensor:
     """Flow-extrapolation forecast of RGB clips (B, T, 3, H, W) in [-1, 1], T >= 2 -> (B, steps, 3, H, W).
 

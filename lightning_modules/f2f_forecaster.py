@@ -27,6 +27,7 @@ MO-mIoU; beside the copy (detector on the last input frame), optical-flow warp o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,16 +35,18 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from baselines.optical_flow import batch_flow, extrapolate
+from baselines.optical_flow import batch_flow, warp_masks
 from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names, target_names
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
+from lightning_modules.step_logging import logs_this_step
 from lightning_modules.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
 from metrics.cityscapes_labels import TRAIN_ID_NAMES, label_ids_to_train_ids
 from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
 from networks.detector import DetectorFeatures, detect, detect_from_features, fpn_features, load_exported_detector
 from networks.f2f import F2FNetwork, F2FSubnetwork, derive_p6
+from networks.forecasting import add_last_frame, training_pairs, unroll, zero_
 
 PREDICTORS = ("model", "copy_last", "optical_flow", "oracle")
 FORECAST_LEVELS = ("p5", "p4", "p3", "p2")
@@ -124,11 +127,7 @@ class F2FForecaster(L.LightningModule):
         self.network = F2FNetwork(levels=FORECAST_LEVELS, p2_scales=p2_scales, width_multiplier=width_multiplier,
                                   in_frames=num_input_frames)
         if residual:
-            for module in self.network.modules():
-                if isinstance(module, F2FSubnetwork):
-                    output_layer = [layer for layer in module.modules() if isinstance(layer, torch.nn.Conv2d)][-1]
-                    torch.nn.init.zeros_(output_layer.weight)
-                    torch.nn.init.zeros_(output_layer.bias)
+            zero_(module.to_features for module in self.network.modules() if isinstance(module, F2FSubnetwork))
         self.train_levels = tuple(train_levels or FORECAST_LEVELS)
         unknown = sorted(set(self.train_levels) - set(FORECAST_LEVELS))
         if unknown:
@@ -170,12 +169,7 @@ class F2FForecaster(L.LightningModule):
     def forecast_level(self, level: str, window: torch.Tensor) -> list[torch.Tensor]:
         """Per-scale forecasts (coarse to fine) of one level from a window (B, T, 256, H_l, W_l)."""
         predictions = self.network({level: window}, [level])[level]
-        if not self.hparams.residual:
-            return predictions
-        last = window[:, -1]
-        finest = len(predictions) - 1
-        return [prediction + (F.avg_pool2d(last, 2 ** (finest - scale)) if scale < finest else last)
-                for scale, prediction in enumerate(predictions)]
+        return add_last_frame(predictions, window[:, -1]) if self.hparams.residual else predictions
 
     def _level_loss(self, predictions: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         loss = torch.zeros((), device=target.device)
@@ -187,21 +181,12 @@ class F2FForecaster(L.LightningModule):
     def training_losses(self, sequence: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """MSE per trained level, summed over steps and scales (see the module docstring for the modes)."""
         hp = self.hparams
-        inputs = hp.num_input_frames
         losses = {}
         for level in self.train_levels:
-            features = sequence[level]
-            if hp.mode == "autoregressive":
-                windows = torch.cat([features[:, step:step + inputs] for step in range(hp.horizon_steps)])
-                targets = torch.cat([features[:, inputs + step] for step in range(hp.horizon_steps)])
-                losses[level] = self._level_loss(self.forecast_level(level, windows), targets)
-                continue
-            window, loss = features[:, :inputs], torch.zeros((), device=features.device)
-            for step in range(hp.horizon_steps):
-                predictions = self.forecast_level(level, window)
-                loss = loss + self._level_loss(predictions, features[:, inputs + step])
-                window = torch.cat([window[:, 1:], predictions[-1][:, None]], dim=1)
-            losses[level] = loss
+            pairs = training_pairs(partial(self.forecast_level, level), sequence[level], hp.num_input_frames,
+                                   hp.horizon_steps, hp.mode)
+            losses[level] = sum(self._level_loss(predictions, target)
+                                for predictions, target in zip(pairs.predictions, pairs.targets))
         return losses
 
     def on_fit_start(self) -> None:
@@ -231,8 +216,9 @@ class F2FForecaster(L.LightningModule):
         if not losses_are_finite(self, {"loss": loss}, "forecaster", self.hparams.nonfinite):
             self.skipped_steps += 1
             return None
-        self.log_dict({f"train/mse_{level}": value.detach() for level, value in losses.items()})
-        self.log("train/loss", loss.detach(), prog_bar=True)
+        if logs_this_step(self):
+            self.log_dict({f"train/mse_{level}": value.detach() for level, value in losses.items()})
+            self.log("train/loss", loss.detach(), prog_bar=True)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -248,15 +234,12 @@ class F2FForecaster(L.LightningModule):
     def forecast_feature_steps(self, sequence: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Per future step, the pyramid p2..p6 forecast recursively from the input frames' features (the last one is
         the target frame's)."""
-        inputs = self.hparams.num_input_frames
-        windows = {level: sequence[level][:, :inputs] for level in FORECAST_LEVELS}
-        pyramids = []
-        for _ in range(self.hparams.horizon_steps):
-            newest = {level: self.forecast_level(level, window)[-1] for level, window in windows.items()}
-            windows = {level: torch.cat([window[:, 1:], newest[level][:, None]], dim=1)
-                       for level, window in windows.items()}
-            pyramids.append(newest | {"p6": derive_p6(newest["p5"])})
-        return pyramids
+        inputs, steps = self.hparams.num_input_frames, self.hparams.horizon_steps
+        forecasts = {level: [scales[-1] for scales in unroll(partial(self.forecast_level, level),
+                                                             sequence[level][:, :inputs], steps, detach=True)]
+                     for level in FORECAST_LEVELS}
+        return [{level: per_step[step] for level, per_step in forecasts.items()}
+                | {"p6": derive_p6(forecasts["p5"][step])} for step in range(steps)]
 
     def forecast_features(self, sequence: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The target frame's pyramid p2..p6 forecast recursively from the input frames' features."""
@@ -282,13 +265,8 @@ class F2FForecaster(L.LightningModule):
             copied = detect(self.detector, last)
             unit = to_unit_range(frames)
             flow = batch_flow(unit[:, hp.num_input_frames - 2], unit[:, hp.num_input_frames - 1])
-            warped = []
-            for index, detection in enumerate(copied):
-                masks = detection["masks"][None].float()
-                if masks.shape[1]:
-                    masks = extrapolate(masks, flow[index:index + 1], steps=hp.horizon_steps,
-                                        interpolation="nearest")
-                warped.append(detection | {"masks": masks[0] > 0.5})
+            warped = [detection | {"masks": warp_masks(detection["masks"], flow[index], hp.horizon_steps)}
+                      for index, detection in enumerate(copied)]
             predictions |= {"copy_last": copied, "optical_flow": warped, "oracle": detect(self.detector, frames[:, -1])}
         return predictions
 

@@ -30,6 +30,7 @@ from lightning_modules.guard import NonFinitePolicy
 from lightning_modules.visuals import image_grid, log_image, log_video
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, gradient_difference_loss, lp_loss
 from metrics.video import FramePSNR, FrameSSIM, SharpnessDifference, moving_area_mask
+from networks.forecasting import unroll
 from networks.multiscale_video import (
     PAPER_DISCRIMINATOR_FEATURE_MAPS,
     PAPER_DISCRIMINATOR_HIDDEN_UNITS,
@@ -190,13 +191,7 @@ class FrameGAN(AdversarialModule):
     @torch.no_grad()
     def forecast(self, inputs: torch.Tensor, steps: int) -> torch.Tensor:
         """Predict ``steps`` future frames recursively (each prediction becomes the newest input)."""
-        window = inputs
-        predictions = []
-        for _ in range(steps):
-            prediction = self.generator.predict(window)
-            predictions.append(prediction)
-            window = torch.cat([window[:, 1:], prediction[:, None]], dim=1)
-        return torch.stack(predictions, dim=1)
+        return torch.stack([scales[-1] for scales in unroll(self.generator, inputs, steps, detach=True)], dim=1)
 
     def _predictions(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         steps = self.hparams.eval_targets

@@ -34,17 +34,19 @@ from typing import Any, Literal
 import lightning as L
 import torch
 
-from baselines.optical_flow import batch_flow, extrapolate
+from baselines.optical_flow import batch_flow, extrapolate, warp_masks
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import NUM_CLASSES, train_id_colors
 from datamodules.prediction import target_names
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
+from lightning_modules.step_logging import logs_this_step
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import multiscale_reconstruction_loss
 from metrics.cityscapes_labels import TRAIN_ID_NAMES
 from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
-from networks.segmentation_forecast import ResidualForecaster, make_segmentation_forecaster, unroll
+from networks.forecasting import training_pairs, unroll
+from networks.segmentation_forecast import ResidualForecaster, make_segmentation_forecaster
 from representations.distance_maps import (
     DecodedInstances,
     TrackLinking,
@@ -127,14 +129,9 @@ class JointForecaster(L.LightningModule):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``L_p`` + GDL at every scale, summed over the predicted steps (see the module docstring for the modes)."""
         hp = self.hparams
-        sequence = self.representation(batch)
-        inputs = hp.num_input_frames
-        if hp.mode == "autoregressive":
-            windows = torch.cat([sequence[:, step:step + inputs] for step in range(hp.horizon_steps)])
-            targets = torch.cat([sequence[:, inputs + step] for step in range(hp.horizon_steps)])
-            return self._reconstruction(self.network(windows), targets)
-        steps = unroll(self.network, sequence[:, :inputs], hp.horizon_steps, detach=False)
-        return sum(self._reconstruction(scales, sequence[:, inputs + step]) for step, scales in enumerate(steps))
+        pairs = training_pairs(self.network, self.representation(batch), hp.num_input_frames, hp.horizon_steps,
+                               hp.mode)
+        return sum(self._reconstruction(scales, target) for scales, target in zip(pairs.predictions, pairs.targets))
 
     @torch.no_grad()
     def forecast(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -159,7 +156,8 @@ class JointForecaster(L.LightningModule):
         if not losses_are_finite(self, {"loss": loss}, "forecaster", self.hparams.nonfinite):
             self.skipped_steps += 1
             return None
-        self.log("train/loss", loss.detach(), prog_bar=True)
+        if logs_this_step(self):
+            self.log("train/loss", loss.detach(), prog_bar=True)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -179,13 +177,9 @@ class JointForecaster(L.LightningModule):
         flow = batch_flow(frames[:, last - 1], frames[:, last])
         warped_classes = extrapolate(last_classes[:, None].float(), flow, steps=hp.horizon_steps,
                                      interpolation="nearest")[:, 0].long()
-        warped = []
-        for index, instances in enumerate(copied):
-            masks = torch.from_numpy(instances.masks).to(flow.device)[None].float()
-            if masks.shape[1]:
-                masks = extrapolate(masks, flow[index:index + 1], steps=hp.horizon_steps, interpolation="nearest")
-            warped.append(DecodedInstances((masks[0] > 0.5).cpu().numpy(), instances.label_ids, instances.scores,
-                                           instances.track_ids))
+        warped = [DecodedInstances(warp_masks(torch.from_numpy(instances.masks), flow[index], hp.horizon_steps).cpu()
+                                   .numpy(), instances.label_ids, instances.scores, instances.track_ids)
+                  for index, instances in enumerate(copied)]
         return {"copy_last": (last_classes, copied), "optical_flow": (warped_classes, warped)}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

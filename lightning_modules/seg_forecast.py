@@ -35,13 +35,9 @@ from lightning_modules.visuals import image_grid, log_image, log_segmentation_ma
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, multiscale_reconstruction_loss
 from metrics.cityscapes_labels import TRAIN_ID_NAMES
 from metrics.segmentation import SegmentationIoU
+from networks.forecasting import TrainingPairs, training_pairs, unroll
 from networks.multiscale_video import MultiscaleFrameDiscriminator, pyramid
-from networks.segmentation_forecast import (
-    FORECAST_MODALITIES,
-    ResidualForecaster,
-    make_segmentation_forecaster,
-    unroll,
-)
+from networks.segmentation_forecast import FORECAST_MODALITIES, ResidualForecaster, make_segmentation_forecaster
 from networks.segmenter import load_exported_segmenter
 
 Modality = Literal["S2S", "X2X", "XS2XS"]
@@ -192,16 +188,15 @@ class SegForecastAR(AdversarialModule):
         hp = self.hparams
         return multiscale_reconstruction_loss(predictions, target, hp.lambda_l1, hp.lambda_gdl, hp.reconstruction_p)
 
-    def _training_pairs(self, sequence: torch.Tensor) -> tuple[torch.Tensor, list[list[torch.Tensor]],
-                                                                list[torch.Tensor]]:
-        """(inputs of the first step, per-step per-scale predictions, per-step targets) for the training mode."""
+    def _training_pairs(self, sequence: torch.Tensor) -> TrainingPairs:
+        """The training mode's predictions and targets: one-step modes as :func:`networks.forecasting.training_pairs`,
+        ``batch`` every step from the inputs at once."""
         hp = self.hparams
+        if hp.mode != "batch":
+            return training_pairs(self.network("generator"), sequence, hp.num_input_frames, hp.horizon_steps, hp.mode)
         inputs = sequence[:, : hp.num_input_frames]
-        future = [sequence[:, hp.num_input_frames + step] for step in range(hp.horizon_steps)]
-        if hp.mode == "autoregressive":
-            windows = torch.cat([sequence[:, step: step + hp.num_input_frames] for step in range(hp.horizon_steps)])
-            return windows, self._steps(windows, 1, detach=True), [torch.cat(future)]
-        return inputs, self._steps(inputs, hp.horizon_steps, detach=False), future
+        return TrainingPairs(inputs, self._steps(inputs, hp.horizon_steps, detach=False),
+                             [sequence[:, hp.num_input_frames + step] for step in range(hp.horizon_steps)])
 
     def generator_losses(self, batch: dict[str, torch.Tensor], rng: torch.Generator) -> LossTerms:
         sequence = self.representation(batch)

@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from networks.forecasting import add_last_frame, zero_
 from networks.multiscale_video import GeneratorScale, pyramid, stack_frames, upsample
 
 CITYSCAPES_CLASSES = 19
@@ -238,11 +239,12 @@ def make_segmentation_forecaster(
 
 
 class ResidualForecaster(nn.Module):
-    """A forecaster that predicts the change from the last input frame: ``Y_k = pool_k(X_last) + D_k(X)``.
+    """A forecaster that predicts the change from the last input frame: ``Y_k = pool_k(X_last) + D_k(X)``
+    (:func:`networks.forecasting.add_last_frame`).
 
     ``D_k`` are the wrapped network's outputs (coarse to fine), read as changes; its output convolutions start at
-    zero, so training starts from copy-last exactly (the multiscale network's fine scale adds the upsampled coarse
-    change, so every scale stays a copy). Not in the papers: the CPU demos train for a few hundred steps on a
+    zero (:func:`networks.forecasting.zero_`), so training starts from copy-last exactly (the multiscale network's
+    fine scale adds the upsampled coarse change, so every scale stays a copy). Not in the papers: the CPU demos train for a few hundred steps on a
     handful of snippets, too little to learn the identity of a 76-channel input from scratch, and a model that
     cannot first match copy-last cannot beat it.
     """
@@ -256,16 +258,12 @@ class ResidualForecaster(nn.Module):
         self.num_input_frames = network.num_input_frames
         self.in_channels_per_frame = network.in_channels_per_frame
         self.out_channels = network.out_channels
-        for layer in network.output_layers():
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_(network.output_layers())
 
     def forward(self, inputs: Tensor) -> list[Tensor]:
         """Per-scale predictions (coarse to fine), as the wrapped network's; same inputs."""
         stacked_inputs = stack_frames(inputs, self.num_input_frames, self.in_channels_per_frame)
-        last = stacked_inputs[:, -self.in_channels_per_frame:]
-        changes = self.network(stacked_inputs)
-        return [change + pooled for change, pooled in zip(changes, pyramid(last, len(changes)))]
+        return add_last_frame(self.network(stacked_inputs), stacked_inputs[:, -self.in_channels_per_frame:])
 
     def predict(self, inputs: Tensor) -> Tensor:
         """The full-resolution prediction only."""
@@ -274,19 +272,3 @@ class ResidualForecaster(nn.Module):
     def output_layers(self) -> list[nn.Conv2d]:
         """The wrapped network's output convolutions."""
         return self.network.output_layers()
-
-
-def unroll(network: nn.Module, window: Tensor, steps: int, detach: bool) -> list[list[Tensor]]:
-    """Apply a one-step forecaster ``steps`` times, each prediction becoming the newest frame of the window.
-
-    ``window`` is (B, T, C, H, W); returns, per step, the network's per-scale predictions. With ``detach`` the fed
-    back frames are detached (autoregressive training and inference), without it gradients flow through all the
-    steps (fine-tuning with backpropagation through time).
-    """
-    outputs = []
-    for _ in range(steps):
-        scales = network(window)
-        outputs.append(scales)
-        newest = scales[-1].detach() if detach else scales[-1]
-        window = torch.cat([window[:, 1:], newest[:, None]], dim=1)
-    return outputs

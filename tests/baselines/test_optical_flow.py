@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines import batch_flow, copy_last, extrapolate, flow_between, flow_forecast
+from baselines import batch_flow, copy_last, extrapolate, flow_between, flow_forecast, warp_masks
 
 SIZE, SIDE, VELOCITY = 64, 20, (2, 1)  # velocity (columns, rows) in pixels per frame
 
@@ -145,6 +145,21 @@ def test_boolean_masks_stay_boolean(interpolation: str) -> None:
     assert warped.dtype == torch.bool and warped.shape == mask.shape
     expected = _square_labels(3)[None] == 3
     assert (warped & expected).sum() / (warped | expected).sum() > 0.9
+
+
+def test_instance_masks_move_by_steps_times_the_velocity() -> None:
+    masks = torch.zeros(2, 8, 10, dtype=torch.bool)
+    masks[0, 2:4, 1:3] = True
+    masks[1, 5:7, 6:8] = True
+    flow = torch.zeros(8, 10, 2)
+    flow[..., 0] = -1.0  # everything moves one column right per frame
+    warped = warp_masks(masks, flow, steps=2)
+    assert warped.dtype == torch.bool and warped.shape == masks.shape
+    expected = torch.zeros_like(masks)
+    expected[0, 2:4, 3:5] = True
+    expected[1, 5:7, 8:10] = True
+    assert torch.equal(warped, expected)
+    assert warp_masks(torch.zeros(0, 8, 10, dtype=torch.bool), flow, steps=2).shape == (0, 8, 10)
 
 
 def test_score_maps_are_warped_per_class() -> None:

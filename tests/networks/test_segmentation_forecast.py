@@ -13,7 +13,6 @@ from networks.segmentation_forecast import (
     ResidualForecaster,
     make_segmentation_forecaster,
     scale_widths,
-    unroll,
 )
 
 SMALL_WIDTH = 1 / 16
@@ -144,17 +143,3 @@ def test_residual_forecaster_starts_as_copy_last_at_every_scale(architecture: st
 def test_residual_forecaster_needs_matching_channels():
     with pytest.raises(ValueError, match="as many output as input channels"):
         ResidualForecaster(make_segmentation_forecaster("multiscale", 22, 19, 4, 0.125))
-
-
-def test_unroll_feeds_predictions_back_with_or_without_gradients():
-    torch.manual_seed(0)
-    network = make_segmentation_forecaster("dilated", 3, 3, 2, 0.0625)
-    window = torch.randn(1, 2, 3, 8, 8, requires_grad=True)
-    steps = unroll(network, window, steps=3, detach=False)
-    expected_second = network(torch.stack([window[:, 1], steps[0][-1]], dim=1))[-1]
-    torch.testing.assert_close(steps[1][-1], expected_second)
-    steps[-1][-1].sum().backward()
-    assert window.grad[:, 0].abs().sum() > 0  # reaches the oldest frame only through the fed-back predictions
-    fresh = window.detach().requires_grad_()
-    unroll(network, fresh, steps=3, detach=True)[-1][-1].sum().backward()
-    assert fresh.grad is None or not fresh.grad.any()  # the third step sees only the two detached predictions
