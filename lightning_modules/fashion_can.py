@@ -71,6 +71,7 @@ class FashionCAN(AdversarialModule):
         channels_last: keep both networks and their inputs in NHWC layout (faster convolutions on tensor cores).
         compile_mode: ``torch.compile`` mode of the training forwards (see :mod:`lightning_modules.adversarial`);
             ``None`` trains eagerly.
+        cuda_graph: run the whole training step as one CUDA graph (see :mod:`lightning_modules.adversarial`).
     """
 
     def __init__(
@@ -102,9 +103,10 @@ class FashionCAN(AdversarialModule):
         nonfinite: NonFinitePolicy = "stop",
         seed: int = 0,
         compile_mode: CompileMode | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed,
-                         compile_mode=compile_mode)
+                         compile_mode=compile_mode, cuda_graph=cuda_graph)
         self.save_hyperparameters()
         self.conditional = conditioning == "shape_mask"
         if self.conditional:

@@ -72,6 +72,7 @@ class FrameGAN(AdversarialModule):
         channels_last: keep both networks and their inputs in NHWC layout (faster convolutions on tensor cores).
         compile_mode: ``torch.compile`` mode of the training forwards, e.g. ``"reduce-overhead"`` (CUDA graphs) for
             the launch-bound paper setting; see :mod:`lightning_modules.adversarial`. ``None`` trains eagerly.
+        cuda_graph: run the whole training step as one CUDA graph (see :mod:`lightning_modules.adversarial`).
     """
 
     def __init__(
@@ -100,9 +101,10 @@ class FrameGAN(AdversarialModule):
         nonfinite: NonFinitePolicy = "stop",
         seed: int = 0,
         compile_mode: CompileMode | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed,
-                         compile_mode=compile_mode)
+                         compile_mode=compile_mode, cuda_graph=cuda_graph)
         self.save_hyperparameters()
         self.generator = MultiscaleFrameGenerator(
             num_input_frames=num_input_frames, num_scales=num_scales,
