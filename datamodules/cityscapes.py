@@ -33,23 +33,24 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
-from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import Dataset
 
 from datamodules.cache import CacheError, MappedArrayCache, read_blocks, read_cache_meta, write_array_cache
-from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows, predict_loader
-from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
+from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows
+from datamodules.sampling import ResumableDataLoader, evaluation_loader, training_loader
+from metrics.cityscapes_labels import (
+    IGNORE_TRAIN_ID,
+    INSTANCE_ID_OFFSET,
+    NUM_EVALUATED_CLASSES,
+    label_id_to_train_id_table,
+)
 
 log = logging.getLogger(__name__)
 
 SNIPPET_LENGTH = 30
 ANNOTATED_INDEX = 19
 """0-based position of the annotated frame in its snippet: frames are numbered ``annotated - 19 ... annotated + 10``."""
-NUM_CLASSES = 19
-IGNORE_INDEX = 255
-INSTANCE_ID_OFFSET = 1000
-"""instanceIds pixels of instance classes hold ``labelId * 1000 + k``; smaller values are plain labelIds."""
 HORIZON_STEPS: dict[str, int] = {"short": 1, "mid": 3}
 """Frames predicted per horizon, each ``frame_step`` snippet frames after the previous one."""
 
@@ -71,37 +72,8 @@ PREPROCESSING_VERSION = 1
 _PROGRESS_EVERY = 200
 _MISSING_SHOWN = 10
 
-MOVING_OBJECT_TRAIN_IDS: tuple[int, ...] = tuple(sorted(
-    label.trainId for label in CITYSCAPES_LABELS if label.hasInstances and not label.ignoreInEval))
-"""trainIds of the 8 evaluated instance classes: person, rider, car, truck, bus, train, motorcycle, bicycle."""
-
-
-def _label_id_lookup() -> np.ndarray:
-    lookup = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for label in CITYSCAPES_LABELS:
-        if 0 <= label.id < 256 and 0 <= label.trainId < NUM_CLASSES:
-            lookup[label.id] = label.trainId
-    return lookup
-
-
-_TRAIN_ID_OF_LABEL_ID = _label_id_lookup()
-
-
-def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map Cityscapes labelIds (any integer array) to uint8 trainIds 0-18, with 255 for ignored or unknown ids."""
-    return _TRAIN_ID_OF_LABEL_ID[np.clip(label_ids, 0, 255)]
-
-
-def train_id_colors() -> np.ndarray:
-    """The Cityscapes palette as uint8 (256, 3) indexed by trainId (255 and unused entries black).
-
-    Indexing it with a trainId map colourises it directly: ``train_id_colors()[labels]`` is (..., 3).
-    """
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    for label in CITYSCAPES_LABELS:
-        if 0 <= label.trainId < NUM_CLASSES:
-            palette[label.trainId] = label.color
-    return palette
+_TRAIN_ID_OF_LABEL_ID = label_id_to_train_id_table()
+"""labelId -> trainId lookup (255 for ignored and unknown ids) for the label images the cache decodes."""
 
 
 def frame_file_name(city: str, sequence: int, frame: int) -> str:
@@ -322,11 +294,12 @@ def build_sequence_cache(samples: Sequence[SequenceSample], frame_indices: Seque
             arrays["frames"][position, slot] = _load_frame(sample.frame_paths[index], resolution)
             if with_frame_labels:
                 labels = _load_ids(sample.sequence_label_path(index, "labelIds"), resolution)
-                arrays["frame_labels"][position, slot] = label_ids_to_train_ids(labels)
+                arrays["frame_labels"][position, slot] = _TRAIN_ID_OF_LABEL_ID[np.clip(labels, 0, 255)]
                 if with_instances:
                     instances = _load_ids(sample.sequence_label_path(index, "instanceIds"), resolution)
                     arrays["frame_instances"][position, slot] = _instances_only(instances)
-        arrays["labels"][position] = label_ids_to_train_ids(_load_ids(sample.label_path, resolution))
+        labels = _load_ids(sample.label_path, resolution)
+        arrays["labels"][position] = _TRAIN_ID_OF_LABEL_ID[np.clip(labels, 0, 255)]
         if with_instances:
             arrays["instances"][position] = _instances_only(_load_ids(sample.instance_path, resolution))
         return position
@@ -497,8 +470,8 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
         self.max_sequences = max_sequences
         self.predict_split = predict_split
         self.predict_frames = Path(predict_frames) if predict_frames is not None else None
-        self.num_classes = NUM_CLASSES
-        self.ignore_index = IGNORE_INDEX
+        self.num_classes = NUM_EVALUATED_CLASSES
+        self.ignore_index = IGNORE_TRAIN_ID
         # The cache holds the frames of both horizons, so switching horizon reuses it.
         self.cached_indices = snippet_frame_indices(num_inputs, frame_step, max(HORIZON_STEPS.values()))
         # Snippet indices of batch["frames"]: the inputs, then every future frame up to the annotated one.
@@ -599,21 +572,13 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
         """Shuffled, sharded, resumable batches of random crops (incomplete last batch dropped)."""
         if self.train_set is None:
             raise RuntimeError("call prepare_data() and setup('fit') before asking for the train dataloader")
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(f"the train split has {len(self.train_set)} snippets, fewer than batch_size "
-                             f"{self.batch_size}: no complete batch")
-        sampler = ShardedBatchSampler(len(self.train_set), self.batch_size, self.seed)
-        return ResumableDataLoader(self.train_set, sampler, num_workers=self.num_workers,
-                                   pin_memory=torch.cuda.is_available())
+        return training_loader(self.train_set, self.batch_size, self.seed, self.num_workers, items="snippets")
 
     def val_dataloader(self) -> ResumableDataLoader:
         """Whole val frames in a fixed order, keeping the last partial batch."""
         if self.val_set is None:
             raise RuntimeError("call prepare_data() and setup() before asking for the val dataloader")
-        sampler = ShardedBatchSampler(len(self.val_set), self.val_batch_size, self.seed, shuffle=False,
-                                      drop_last=False)
-        return ResumableDataLoader(self.val_set, sampler, num_workers=self.num_workers,
-                                   pin_memory=torch.cuda.is_available())
+        return evaluation_loader(self.val_set, self.val_batch_size, self.num_workers)
 
     def test_dataloader(self) -> ResumableDataLoader:
         """The val split (Cityscapes test labels are withheld; forecasting results are reported on val)."""
@@ -639,8 +604,8 @@ class CityscapesSequenceDataModule(L.LightningDataModule):
         if self.predict_set is None:
             raise RuntimeError("call setup('predict') before asking for the predict dataloader")
         names = [frame_names[-1] for frame_names in self.predict_frame_names]
-        return predict_loader(NamedBatches(self.predict_set, names, self.predict_frame_names), self.val_batch_size,
-                              self.num_workers)
+        return evaluation_loader(NamedBatches(self.predict_set, names, self.predict_frame_names), self.val_batch_size,
+                                 self.num_workers)
 
     def frame_names(self, index: int, split: str = "train") -> list[str]:
         """File names of the frames of ``batch["frames"][b]`` for the sample ``batch["index"][b] == index``."""

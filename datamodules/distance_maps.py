@@ -32,14 +32,12 @@ from torch.utils.data import Dataset
 from datamodules.augment import to_unit_range
 from datamodules.cache import CacheError, MappedArrayCache, read_cache_meta, write_array_cache
 from datamodules.cityscapes import (
-    INSTANCE_ID_OFFSET,
-    NUM_CLASSES,
     CachedSequences,
     CityscapesSequenceDataModule,
     gather_windows,
 )
 from datamodules.segmentation_scores import file_sha256, resolve_device
-from metrics.cityscapes_labels import label_ids_to_train_ids
+from metrics.cityscapes_labels import INSTANCE_ID_OFFSET, NUM_EVALUATED_CLASSES, label_ids_to_train_ids
 from networks.detector import detect, load_exported_detector
 from networks.segmenter import load_exported_segmenter
 from representations.distance_maps import CONTOUR_HEIGHT, CONTOUR_WIDTH, encode_frame
@@ -293,5 +291,5 @@ class DistanceMapDataModule(CityscapesSequenceDataModule):
 
     def describe(self) -> dict[str, Any]:
         """The parent's summary plus where the objects come from."""
-        return {**super().describe(), "source": self.source, "num_classes": NUM_CLASSES,
+        return {**super().describe(), "source": self.source, "num_classes": NUM_EVALUATED_CLASSES,
                 "contour": [self.contour_height, self.contour_width]}

@@ -35,8 +35,8 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from datamodules.cache import CacheError, read_array_cache, read_cache_meta, write_array_cache
-from datamodules.prediction import NamedBatches, predict_loader
-from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
+from datamodules.prediction import NamedBatches
+from datamodules.sampling import ResumableDataLoader, evaluation_loader, training_loader
 
 log = logging.getLogger(__name__)
 
@@ -502,22 +502,14 @@ class FashionCatalogueDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled, sharded, resumable batches of the training split (incomplete last batch dropped)."""
-        train_set = self._require_setup()
-        if len(train_set) < self.batch_size:
-            raise ValueError(f"the training split has {len(train_set)} images, fewer than batch_size "
-                             f"{self.batch_size}: no complete batch")
-        sampler = ShardedBatchSampler(len(train_set), self.batch_size, self.seed)
-        return ResumableDataLoader(train_set, sampler, num_workers=self.num_workers,
-                                   pin_memory=torch.cuda.is_available())
+        return training_loader(self._require_setup(), self.batch_size, self.seed, self.num_workers, items="images")
 
     def val_dataloader(self) -> ResumableDataLoader | list:
         """Validation batches in a fixed order, keeping the last partial batch; empty when ``val_fraction`` is 0."""
         self._require_setup()
         if self.val_set is None:
             return []
-        sampler = ShardedBatchSampler(len(self.val_set), self.batch_size, self.seed, shuffle=False, drop_last=False)
-        return ResumableDataLoader(self.val_set, sampler, num_workers=self.num_workers,
-                                   pin_memory=torch.cuda.is_available())
+        return evaluation_loader(self.val_set, self.batch_size, self.num_workers)
 
     def predict_dataloader(self) -> ResumableDataLoader:
         """The ``num_samples`` generation requests in order, each once (see the class docstring)."""
@@ -526,8 +518,8 @@ class FashionCatalogueDataModule(L.LightningDataModule):
         if catalogue is None:
             raise ValueError("predict_split 'val' is empty because val_fraction is 0: set predict_split to 'train'")
         names = [f"{index:06d}" for index in range(self.num_samples)]
-        return predict_loader(NamedBatches(GenerationRequests(catalogue, self.num_samples), names), self.batch_size,
-                              self.num_workers)
+        return evaluation_loader(NamedBatches(GenerationRequests(catalogue, self.num_samples), names),
+                                 self.batch_size, self.num_workers)
 
     def describe(self) -> dict[str, Any]:
         """A short summary for experiment logs."""

@@ -13,9 +13,8 @@ A frame's name is ``<city>_<seq:06d>_<frame:06d>`` for Cityscapes-named files (w
 predictions by), else its path relative to the folder without the extension, ``/`` replaced by ``_``
 (:func:`frame_stem`).
 
-Loaders (:func:`predict_loader`) are the suite's :class:`ResumableDataLoader` over a :class:`ShardedBatchSampler`
-that neither shuffles nor drops anything, not even under DDP (each rank predicts its own batches), built with the
-sampler as a keyword argument so that Lightning's predict loop can re-create the loader.
+Predict loaders are :func:`datamodules.sampling.evaluation_loader`: every sample once, in order, each rank its own
+share.
 
 Frame folder layout:
 
@@ -32,8 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
 
 FRAME_FOLDER_LAYOUT = """\
 <predict_frames>/              searched at any depth; hidden files and folders are skipped
@@ -78,12 +75,6 @@ def target_names(batch: dict[str, Any], steps: int) -> list[list[str]]:
     if "frame_names" in batch:
         return [list(names[-steps:]) for names in batch["frame_names"]]
     return [[name] * steps for name in sample_names(batch)]
-
-
-def predict_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> ResumableDataLoader:
-    """Every sample of ``dataset`` (indexed a whole batch at a time) exactly once, in order, sharded over ranks."""
-    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle=False, drop_last=False, equal_shares=False)
-    return ResumableDataLoader(dataset, sampler=sampler, num_workers=num_workers, pin_memory=torch.cuda.is_available())
 
 
 class NamedBatches(Dataset):

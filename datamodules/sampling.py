@@ -3,7 +3,8 @@
 Training batches are a pure function of ``(seed, epoch, batch position, rank)``: the permutation of an epoch
 comes from a generator seeded with ``seed + epoch``, each rank takes every ``world_size``-th batch of it, and
 the loader reports how many batches training has consumed so a run killed mid-epoch resumes on the very next
-batch (Lightning stores ``state_dict()`` of stateful loaders in its checkpoints).
+batch (Lightning stores ``state_dict()`` of stateful loaders in its checkpoints). Every DataModule builds its loaders
+with :func:`training_loader` and :func:`evaluation_loader`.
 """
 
 from __future__ import annotations
@@ -117,3 +118,26 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.load_state_dict({"epoch": state["epoch"], "resume_position": state["consumed"]})
+
+
+def training_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0,
+                    items: str = "samples") -> ResumableDataLoader:
+    """Shuffled, rank-sharded, resumable batches of ``dataset``, the incomplete last batch dropped.
+
+    Raises ``ValueError`` (naming the count of ``items``) when ``dataset`` holds no complete batch.
+    """
+    if len(dataset) < batch_size:
+        raise ValueError(f"the training set has {len(dataset)} {items}, fewer than batch_size {batch_size}: no "
+                         "complete batch")
+    return ResumableDataLoader(dataset, sampler=ShardedBatchSampler(len(dataset), batch_size, seed),
+                               num_workers=num_workers, pin_memory=torch.cuda.is_available())
+
+
+def evaluation_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> ResumableDataLoader:
+    """Every sample of ``dataset`` exactly once, in order, each rank a contiguous share (validation, test and
+    prediction), the last partial batch kept.
+
+    The sampler is passed as a keyword argument so that Lightning's predict loop can re-create the loader.
+    """
+    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle=False, drop_last=False, equal_shares=False)
+    return ResumableDataLoader(dataset, sampler=sampler, num_workers=num_workers, pin_memory=torch.cuda.is_available())

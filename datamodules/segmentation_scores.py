@@ -39,7 +39,8 @@ from torch.utils.data import Dataset
 
 from datamodules.augment import to_unit_range
 from datamodules.cache import CacheError, ShardedArrayCache, sharded_cache_complete, write_sharded_cache
-from datamodules.cityscapes import NUM_CLASSES, CachedSequences, CityscapesSequenceDataModule
+from datamodules.cityscapes import CachedSequences, CityscapesSequenceDataModule
+from metrics.cityscapes_labels import NUM_EVALUATED_CLASSES
 from networks.segmenter import load_exported_segmenter, read_segmenter_export
 
 log = logging.getLogger(__name__)
@@ -220,10 +221,10 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         """``(sha256, architecture, num_classes)`` of the exported segmenter file (read once)."""
         if self._segmenter_identity is None:
             export = read_segmenter_export(self.segmenter_weights)
-            if export["num_classes"] != NUM_CLASSES:
+            if export["num_classes"] != NUM_EVALUATED_CLASSES:
                 raise ValueError(f"{self.segmenter_weights} predicts {export['num_classes']} classes; Cityscapes "
-                                 f"forecasting uses {NUM_CLASSES}")
-            self._segmenter_identity = (file_sha256(self.segmenter_weights), export["architecture"], NUM_CLASSES)
+                                 f"forecasting uses {NUM_EVALUATED_CLASSES}")
+            self._segmenter_identity = (file_sha256(self.segmenter_weights), export["architecture"], NUM_EVALUATED_CLASSES)
         return self._segmenter_identity
 
     def score_meta(self, split: str) -> dict[str, Any]:
@@ -283,7 +284,7 @@ class SegmentationScoreDataModule(CityscapesSequenceDataModule):
         if self._predict_segmenter is None:
             self._predict_segmenter = self.load_segmenter()
         segmenter = self._predict_segmenter.to(frames.device)
-        scores = [segmenter_scores(segmenter, chunk, NUM_CLASSES)
+        scores = [segmenter_scores(segmenter, chunk, NUM_EVALUATED_CLASSES)
                   for chunk in frames.flatten(0, 1).split(self.score_batch_size)]
         batch["scores"] = torch.cat(scores).unflatten(0, frames.shape[:2])
         return batch

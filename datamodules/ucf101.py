@@ -56,12 +56,11 @@ from typing import Any, Literal
 import cv2
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules.cache import CacheError
-from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows, predict_loader
-from datamodules.sampling import ResumableDataLoader, ShardedBatchSampler
+from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows
+from datamodules.sampling import ResumableDataLoader, evaluation_loader, training_loader
 from datamodules.video import (
     SKIP_REASONS,
     ClipCacheSettings,
@@ -331,22 +330,14 @@ class _ClipDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled, sharded, resumable batches of moving patches, one per cached training clip per epoch."""
-        train_set = self._require_setup()
-        if len(train_set) < self.batch_size:
-            raise ValueError(f"{len(train_set)} training clips, fewer than batch_size {self.batch_size}: no batch")
-        sampler = ShardedBatchSampler(len(train_set), self.batch_size, self.seed)
-        return ResumableDataLoader(train_set, sampler, num_workers=self.num_workers,
-                                   pin_memory=torch.cuda.is_available())
+        return training_loader(self._require_setup(), self.batch_size, self.seed, self.num_workers, items="clips")
 
     def val_dataloader(self) -> ResumableDataLoader | list:
         """The evaluation clips in order, last partial batch kept; empty when there are none."""
         self._require_setup()
         if self.eval_set is None:
             return []
-        sampler = ShardedBatchSampler(len(self.eval_set), self.val_batch_size, self.seed, shuffle=False,
-                                      drop_last=False)
-        return ResumableDataLoader(self.eval_set, sampler, num_workers=self.num_workers,
-                                   pin_memory=torch.cuda.is_available())
+        return evaluation_loader(self.eval_set, self.val_batch_size, self.num_workers)
 
     def test_dataloader(self) -> ResumableDataLoader | list:
         """The same evaluation clips as :meth:`val_dataloader`."""
@@ -385,8 +376,8 @@ class _ClipDataModule(L.LightningDataModule):
         """Every predicted sample once, in order, with its names (see the module docstring)."""
         if self.predict_set is None:
             raise RuntimeError("call setup('predict') before asking for the predict dataloader")
-        return predict_loader(NamedBatches(self.predict_set, self.predict_names, self.predict_frame_names),
-                              self.val_batch_size, self.num_workers)
+        return evaluation_loader(NamedBatches(self.predict_set, self.predict_names, self.predict_frame_names),
+                                 self.val_batch_size, self.num_workers)
 
     def describe(self) -> dict[str, Any]:
         """A short summary for experiment logs."""

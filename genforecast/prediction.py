@@ -38,8 +38,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torchvision.utils import save_image
 
-from lightning_modules.semantic_segmenter import colorize
 from lightning_modules.visuals import encode_video, image_grid
+from metrics.cityscapes_labels import colorize
 
 
 def unit_range_to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -36,13 +36,12 @@ import torch
 
 from baselines.optical_flow import batch_flow, extrapolate, warp_masks
 from datamodules.augment import to_unit_range
-from datamodules.cityscapes import NUM_CLASSES, train_id_colors
 from datamodules.prediction import target_names
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
 from lightning_modules.step_logging import logs_this_step
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import multiscale_reconstruction_loss
-from metrics.cityscapes_labels import TRAIN_ID_NAMES
+from metrics.cityscapes_labels import NUM_EVALUATED_CLASSES, TRAIN_ID_NAMES, train_id_colors
 from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
 from networks.forecasting import training_pairs, unroll
@@ -102,7 +101,7 @@ class JointForecaster(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        network = make_segmentation_forecaster(architecture, NUM_CLASSES, NUM_CLASSES, num_input_frames,
+        network = make_segmentation_forecaster(architecture, NUM_EVALUATED_CLASSES, NUM_EVALUATED_CLASSES, num_input_frames,
                                                width_multiplier)
         self.network = ResidualForecaster(network) if residual else network
         if channels_last:
@@ -120,7 +119,7 @@ class JointForecaster(L.LightningModule):
     @staticmethod
     def representation(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The per-class maps (B, T, 19, h, w) of every frame of the batch."""
-        return expand(batch["frame_classes"], batch["frame_values"].float(), NUM_CLASSES)
+        return expand(batch["frame_classes"], batch["frame_values"].float(), NUM_EVALUATED_CLASSES)
 
     def _reconstruction(self, predictions: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         hp = self.hparams

@@ -27,13 +27,12 @@ import torch
 
 from baselines.optical_flow import batch_flow, extrapolate
 from datamodules.augment import to_unit_range
-from datamodules.cityscapes import train_id_colors
 from datamodules.prediction import sample_names, target_names
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, multiscale_reconstruction_loss
-from metrics.cityscapes_labels import TRAIN_ID_NAMES
+from metrics.cityscapes_labels import TRAIN_ID_NAMES, train_id_colors
 from metrics.segmentation import SegmentationIoU
 from networks.forecasting import TrainingPairs, training_pairs, unroll
 from networks.multiscale_video import MultiscaleFrameDiscriminator, pyramid

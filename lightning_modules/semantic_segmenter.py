@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from datamodules.augment import to_unit_range
-from datamodules.cityscapes import IGNORE_INDEX, NUM_CLASSES, train_id_colors
 from datamodules.prediction import sample_names, target_names
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
-from metrics.cityscapes_labels import TRAIN_ID_NAMES
+from metrics.cityscapes_labels import IGNORE_TRAIN_ID, NUM_EVALUATED_CLASSES, TRAIN_ID_NAMES, colorize
 from metrics.segmentation import SegmentationIoU
 from networks.segmenter import (
     Architecture,
@@ -36,12 +35,6 @@ POLY_POWER = 0.9
 """Exponent of the poly learning-rate decay used for Cityscapes segmenters (DeepLab)."""
 GRID_IMAGES = 4
 """Validation images shown in the logged input / prediction / ground-truth grid."""
-
-
-def colorize(train_ids: Tensor) -> Tensor:
-    """Cityscapes colours of trainId maps (..., H, W) as uint8 RGB (..., 3, H, W); ignored pixels are black."""
-    palette = torch.from_numpy(train_id_colors()).to(train_ids.device)
-    return palette[train_ids.long().clamp(0, 255)].movedim(-1, -3)
 
 
 class SemanticSegmenter(L.LightningModule):
@@ -61,10 +54,10 @@ class SemanticSegmenter(L.LightningModule):
         export_path: where ``on_fit_end`` writes the weights file; default ``<default_root_dir>/segmenter.pt``.
     """
 
-    def __init__(self, architecture: Architecture = "deeplabv3_resnet50", num_classes: int = NUM_CLASSES,
+    def __init__(self, architecture: Architecture = "deeplabv3_resnet50", num_classes: int = NUM_EVALUATED_CLASSES,
                  lr: float = 1e-3, weight_decay: float = 1e-4, weights: str | None = None,
                  backbone_weights: str | None = None, export_path: str | None = None,
-                 ignore_index: int = IGNORE_INDEX) -> None:
+                 ignore_index: int = IGNORE_TRAIN_ID) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.network = SegmentationNetwork(architecture, num_classes)

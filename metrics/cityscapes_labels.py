@@ -1,4 +1,5 @@
-"""Cityscapes label tables derived from ``cityscapesscripts.helpers.labels`` (never copied by hand).
+"""The suite's one Cityscapes label module: tables derived from ``cityscapesscripts.helpers.labels`` (never copied by
+hand), used by the data, the networks, the metrics and the pictures alike.
 
 Conventions of the official benchmark:
 
@@ -55,6 +56,23 @@ def label_id_to_train_id_table() -> np.ndarray:
     for label in EVALUATED_LABELS:
         table[label.id] = label.trainId
     return table
+
+
+def train_id_colors() -> np.ndarray:
+    """The Cityscapes palette as uint8 (256, 3) indexed by trainId (255 and unused entries black).
+
+    Indexing it with a trainId map colourises it directly: ``train_id_colors()[labels]`` is (..., 3).
+    """
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for label in EVALUATED_LABELS:
+        palette[label.trainId] = label.color
+    return palette
+
+
+def colorize(train_ids: Tensor) -> Tensor:
+    """Cityscapes colours of trainId maps (..., H, W) as uint8 RGB (..., 3, H, W); ignored pixels are black."""
+    palette = torch.from_numpy(train_id_colors()).to(train_ids.device)
+    return palette[train_ids.long().clamp(0, 255)].movedim(-1, -3)
 
 
 def train_id_to_label_id_table() -> np.ndarray:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from datamodules.cityscapes import NUM_CLASSES
 from datamodules.segmentation_scores import SegmentationScoreDataModule
 from genforecast.bench.common import EAGER_FP32, StepVariant, format_results, run_step_variants
 from genforecast.demo_data.cli import ensure_demo_dataset
 from lightning_modules.seg_forecast import REFERENCES, SegForecastAR
+from metrics.cityscapes_labels import NUM_EVALUATED_CLASSES as NUM_CLASSES
 from metrics.segmentation import SegmentationIoU
 from networks.segmenter import SegmentationNetwork, export_segmenter
 

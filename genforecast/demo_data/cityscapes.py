@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import id2label, name2label
 
-from datamodules.cityscapes import ANNOTATED_INDEX, INSTANCE_ID_OFFSET, frame_file_name, label_file_name
+from datamodules.cityscapes import ANNOTATED_INDEX, frame_file_name, label_file_name
+from metrics.cityscapes_labels import INSTANCE_ID_OFFSET
 
 Colour = tuple[int, int, int]
 

@@ -16,15 +16,12 @@ from datamodules import cityscapes
 from datamodules.cache import CacheError, read_array_cache
 from datamodules.cityscapes import (
     LAYOUT,
-    MOVING_OBJECT_TRAIN_IDS,
-    NUM_CLASSES,
     CityscapesSequenceDataModule,
     index_sequences,
-    label_ids_to_train_ids,
     snippet_frame_indices,
-    train_id_colors,
 )
 from genforecast.demo_data.cityscapes import delete_sequence_frames, write_cityscapes_sequences
+from metrics.cityscapes_labels import label_id_to_train_id_table
 
 SIZE = (64, 128)
 
@@ -50,16 +47,6 @@ def _read(path: Path) -> np.ndarray:
 
 def _frame_number(name: str) -> int:
     return int(name.split("_")[2])
-
-
-def test_label_table():
-    assert NUM_CLASSES == 19 and MOVING_OBJECT_TRAIN_IDS == tuple(range(11, 19))
-    label_ids = np.array([[7, 8, 26, 24], [0, 1, 29, 300], [-1, 33, 23, 11]])
-    assert label_ids_to_train_ids(label_ids).tolist() == [[0, 1, 13, 11], [255, 255, 255, 255], [255, 18, 10, 2]]
-    palette = train_id_colors()
-    assert palette.shape == (256, 3) and palette.dtype == np.uint8
-    assert palette[0].tolist() == [128, 64, 128] and palette[13].tolist() == [0, 0, 142]
-    assert palette[255].tolist() == [0, 0, 0]
 
 
 def test_snippet_frame_indices():
@@ -119,7 +106,7 @@ def test_val_batches_hold_the_named_frames_and_labels(short_term, demo):
         for slot, name in enumerate(names):
             rgb = _read(demo / "leftImg8bit_sequence" / "val" / "demoville" / name)[:, :, ::-1]
             assert (batch["frames"][position, slot].permute(1, 2, 0).numpy() == rgb).all()
-        assert (batch["labels"][position].numpy() == label_ids_to_train_ids(_read(sample.label_path))).all()
+        assert (batch["labels"][position].numpy() == label_id_to_train_id_table()[_read(sample.label_path)]).all()
         instance_ids = _read(sample.instance_path).astype(np.int32)
         expected = np.where(instance_ids >= 1000, instance_ids, 0)
         assert (batch["instances"][position].numpy() == expected).all() and expected.max() >= 1000

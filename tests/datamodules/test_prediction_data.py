@@ -16,11 +16,10 @@ from datamodules.prediction import (
     NamedBatches,
     frame_stem,
     frame_windows,
-    predict_loader,
     sample_names,
     target_names,
 )
-from datamodules.sampling import ShardedBatchSampler
+from datamodules.sampling import ShardedBatchSampler, evaluation_loader
 
 
 def _write_frame(path: Path, value: int) -> None:
@@ -90,8 +89,8 @@ def test_named_batches_carry_the_names_models_read():
         NamedBatches(Indexed(), ["a", "b"])
 
 
-def test_predict_loader_yields_every_sample_once_in_order():
-    batches = list(predict_loader(NamedBatches(Indexed(), ["a", "b", "c"]), batch_size=2))
+def test_evaluation_loader_yields_every_sample_once_in_order():
+    batches = list(evaluation_loader(NamedBatches(Indexed(), ["a", "b", "c"]), batch_size=2))
     assert [batch["index"].tolist() for batch in batches] == [[0, 1], [2]]
     assert [batch["name"] for batch in batches] == [["a", "b"], ["c"]]
 

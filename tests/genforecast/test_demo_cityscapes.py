@@ -10,9 +10,9 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 
-from datamodules.cityscapes import MOVING_OBJECT_TRAIN_IDS, label_ids_to_train_ids
 from genforecast.demo_data.cityscapes import delete_sequence_frames, write_cityscapes_sequences
 from genforecast.demo_data.cli import DATASETS
+from metrics.cityscapes_labels import INSTANCE_TRAIN_IDS, label_id_to_train_id_table
 
 FRAME_NAME = re.compile(r"^(?P<city>[a-z]+)_(?P<sequence>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
 LABEL_NAME = re.compile(r"^(?P<city>[a-z]+)_(?P<sequence>\d{6})_(?P<frame>\d{6})_gtFine_"
@@ -77,8 +77,8 @@ def test_label_ids_are_cityscapes_ids_covering_street_and_moving_classes(demo):
     assert seen <= set(id2label)
     for name in ("road", "sidewalk", "building", "vegetation", "sky", "car", "person", "ego vehicle"):
         assert name2label[name].id in seen, name
-    train_ids = set(label_ids_to_train_ids(np.array(sorted(seen))).tolist())
-    assert train_ids & set(MOVING_OBJECT_TRAIN_IDS)
+    train_ids = set(label_id_to_train_id_table()[sorted(seen)].tolist())
+    assert train_ids & set(INSTANCE_TRAIN_IDS)
     assert 255 in train_ids
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.cityscapes import CityscapesSequenceDataModule, train_id_colors
+from datamodules.cityscapes import CityscapesSequenceDataModule
 from datamodules.distance_maps import DistanceMapDataModule
 from datamodules.fashion import FashionCatalogueDataModule
 from datamodules.segmentation_scores import SegmentationScoreDataModule
@@ -27,6 +27,7 @@ from lightning_modules import (
     SegForecastAR,
     SemanticSegmenter,
 )
+from metrics.cityscapes_labels import train_id_colors
 from tests.metrics.cityscapes_reference import INSTANCE_EVALUATOR, official_evaluator, official_instance_ap_of_files
 
 # The writer names files from the batches, not from the batch indices Lightning tracks for DataLoader batch samplers.

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v3_large
 
-from datamodules.cityscapes import CityscapesSequenceDataModule, train_id_colors
-from lightning_modules.semantic_segmenter import SemanticSegmenter, colorize
+from datamodules.cityscapes import CityscapesSequenceDataModule
+from lightning_modules.semantic_segmenter import SemanticSegmenter
 from networks.segmenter import SegmentationNetwork, export_segmenter, load_exported_segmenter
 
 LIGHT = "lraspp_mobilenet_v3_large"
@@ -23,15 +23,6 @@ def test_forward_gives_class_logits_at_input_resolution(architecture: str):
     assert logits.shape == (2, 19, 32, 64) and logits.dtype == torch.float32
     with pytest.raises(ValueError, match="unknown segmenter architecture 'unet'"):
         SegmentationNetwork("unet")
-
-
-def test_colorize_uses_the_cityscapes_palette():
-    train_ids = torch.tensor([[[0, 13], [255, 10]]], dtype=torch.uint8)
-    colours = colorize(train_ids)
-    assert colours.shape == (1, 3, 2, 2) and colours.dtype == torch.uint8
-    palette = train_id_colors()
-    assert colours[0, :, 0, 1].tolist() == palette[13].tolist() == [0, 0, 142]
-    assert colours[0, :, 1, 0].tolist() == [0, 0, 0]
 
 
 def test_backbone_weights_come_from_a_local_imagenet_file(tmp_path: Path):
