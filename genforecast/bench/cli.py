@@ -9,7 +9,8 @@ from collections.abc import Sequence
 BENCHMARKS = {"fashion": "genforecast.bench.fashion", "framegan": "genforecast.bench.framegan",
               "segforecast": "genforecast.bench.segforecast", "f2f": "genforecast.bench.f2f",
               "joint": "genforecast.bench.joint", "eval": "genforecast.bench.eval",
-              "data": "genforecast.bench.data", "memory": "genforecast.bench.memory"}
+              "data": "genforecast.bench.data", "memory": "genforecast.bench.memory",
+              "overhead": "genforecast.bench.overhead"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
