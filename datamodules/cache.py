@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import re
 import struct
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from storage.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
 _META_NAME = "__cache_meta__"
@@ -222,6 +224,30 @@ def read_blocks(array: np.ndarray, blocks: Sequence[tuple[int, ...]], out: np.nd
     return out
 
 
+def gather_windows(located: Sequence[tuple[np.ndarray, int]], frame_positions: np.ndarray | None,
+                   windows: Sequence[tuple[int, int]] | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``np.stack([array[index, frame_positions, ..., top:top + h, left:left + w] for (array, index), (top, left) in
+    zip(located, windows)])``: the samples of a batch, each a row of a cached array, cropped to ``size`` = (h, w).
+
+    ``frame_positions`` None takes per-sample arrays ``array[index, ..., crop]``. With ``windows`` None the frames are
+    whole, read straight from the cache files (:func:`read_blocks`, twice the rate of copying through the maps).
+    """
+    first = located[0][0]
+    per_frame = frame_positions is not None
+    height, width = first.shape[-2:] if windows is None else size
+    frames = (len(frame_positions),) if per_frame else ()
+    out = np.empty((len(located), *frames, *first.shape[1 + per_frame:-2], height, width), dtype=first.dtype)
+    for sample, (array, index) in enumerate(located):
+        if windows is None:
+            blocks = [(index, int(position)) for position in frame_positions] if per_frame else [(index,)]
+            read_blocks(array, blocks, out=out[sample] if per_frame else out[sample:sample + 1])
+            continue
+        top, left = windows[sample]
+        rows, columns = slice(top, top + height), slice(left, left + width)
+        out[sample] = array[index, frame_positions, ..., rows, columns] if per_frame else array[index, ..., rows, columns]
+    return out
+
+
 class MappedArrayCache:
     """A cache memory-mapped on first use; pickled without its arrays, so each worker process maps it anew.
 
@@ -246,6 +272,19 @@ class MappedArrayCache:
 
 MANIFEST_NAME = "manifest.npz"
 """The file a sharded cache writes last: its presence (with matching metadata) marks a finished extraction."""
+SHARD_NAME_PATTERN = re.compile(r"shard_(\d{5})\.npz")
+"""Names of shard files; temporary files (``.<name>.<random>.tmp``) never match it, so a half-written shard is never
+read."""
+Stale = Literal["refuse", "rebuild"]
+
+
+class Shard(NamedTuple):
+    """What a shard holds: ``arrays`` (their leading axis runs over the shard's rows, as many as its samples give)
+    and ``notes``, JSON facts found while computing it (e.g. the inputs it skipped), kept in its metadata and
+    collected into the manifest's ``shard_notes``."""
+
+    arrays: Mapping[str, np.ndarray]
+    notes: Mapping[str, Any] = {}
 
 
 def shard_path(cache_path: str | os.PathLike, shard: int) -> Path:
@@ -253,8 +292,27 @@ def shard_path(cache_path: str | os.PathLike, shard: int) -> Path:
     return Path(cache_path) / f"shard_{shard:05d}.npz"
 
 
-def _shard_meta(meta: Mapping[str, Any], shard: int, start: int, stop: int) -> dict[str, Any]:
-    return {**meta, "shard": shard, "start": start, "stop": stop}
+def _shard_bounds(num_samples: int, shard_size: int) -> list[tuple[int, int]]:
+    return [(start, min(num_samples, start + shard_size)) for start in range(0, num_samples, shard_size)]
+
+
+def manifest_meta(meta: Mapping[str, Any], num_samples: int, shard_size: int,
+                  samples_meta: Callable[[int, int], Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The metadata the manifest of a sharded cache of ``num_samples`` samples in shards of ``shard_size`` must match:
+    ``meta``, the layout, and ``samples_meta(start, stop)`` of each shard when given (``shard_meta``)."""
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    bounds = _shard_bounds(num_samples, shard_size)
+    layout = {"num_samples": num_samples, "shard_size": shard_size, "num_shards": len(bounds)}
+    if samples_meta is not None:
+        layout["shard_meta"] = [dict(samples_meta(start, stop)) for start, stop in bounds]
+    return {**meta, **layout}
+
+
+def _expected_shard_meta(meta: Mapping[str, Any], manifest: Mapping[str, Any], shard: int) -> dict[str, Any]:
+    start, stop = _shard_bounds(manifest["num_samples"], manifest["shard_size"])[shard]
+    extra = manifest["shard_meta"][shard] if "shard_meta" in manifest else {}
+    return {**meta, "shard": shard, "start": start, "stop": stop, **extra}
 
 
 def sharded_cache_complete(cache_path: str | os.PathLike, meta: Mapping[str, Any]) -> bool:
@@ -270,64 +328,128 @@ def sharded_cache_complete(cache_path: str | os.PathLike, meta: Mapping[str, Any
 
 
 def write_sharded_cache(cache_path: str | os.PathLike, meta: Mapping[str, Any], num_samples: int, shard_size: int,
-                        compute_shard: Callable[[int, int], Mapping[str, np.ndarray]], description: str) -> Path:
-    """Fill the directory ``cache_path`` with ``compute_shard(start, stop)`` for samples ``[start, stop)`` per shard.
+                        compute_shard: Callable[[int, int], Shard], description: str, *,
+                        samples_meta: Callable[[int, int], Mapping[str, Any]] | None = None,
+                        stale: Stale = "refuse") -> dict[str, Any]:
+    """Fill the directory ``cache_path`` with ``compute_shard(start, stop)`` for samples ``[start, stop)`` per shard;
+    return the manifest's metadata.
 
     Shards of ``shard_size`` samples are written atomically one at a time (``shard_00000.npz`` ...; metadata: ``meta``
-    plus shard/start/stop), then the manifest (``shard_stops``; ``meta`` plus num_samples/shard_size/num_shards). A
-    finished extraction returns at once; an interrupted one keeps its finished shards and computes only the others;
-    a shard or manifest made with other metadata raises :class:`CacheError` before anything is computed over it.
+    plus shard/start/stop, ``samples_meta(start, stop)`` when given, and the shard's ``notes``), then the manifest:
+    ``shard_stops`` int64, each shard's cumulative row count, and :func:`manifest_meta` plus ``num_rows`` and
+    ``shard_notes``. A finished extraction returns at once; an interrupted one keeps its finished shards and computes
+    only the others; shard files beyond the last shard are removed. A shard or manifest made with other metadata
+    raises :class:`CacheError` before anything is computed over it (``stale="refuse"``, for caches whose directory
+    name says what they hold; a finished one is trusted without opening its shards) or is recomputed
+    (``stale="rebuild"``, for a directory reused across settings: every call re-checks each shard, even of a finished
+    cache); a damaged shard is recomputed either way.
     """
-    if shard_size <= 0:
-        raise ValueError(f"shard_size must be positive, got {shard_size}")
     cache_path = Path(cache_path)
-    num_shards = math.ceil(num_samples / shard_size)
-    manifest_meta = {**meta, "num_samples": num_samples, "shard_size": shard_size, "num_shards": num_shards}
-    if sharded_cache_complete(cache_path, manifest_meta):
-        return cache_path
-    stops = []
-    for shard in range(num_shards):
-        start, stop = shard * shard_size, min(num_samples, (shard + 1) * shard_size)
-        stops.append(stop)
-        path, expected = shard_path(cache_path, shard), _shard_meta(manifest_meta, shard, start, stop)
-        if path.is_file():
-            read_cache_meta(path, expected)
-            continue
-        write_array_cache(path, compute_shard(start, stop), expected)
-        logging.getLogger(__name__).info("%s: shard %d/%d (samples %d-%d) written to %s", description, shard + 1,
-                                         num_shards, start, stop - 1, path)
-    write_array_cache(cache_path / MANIFEST_NAME, {"shard_stops": np.asarray(stops, dtype=np.int64)}, manifest_meta)
-    return cache_path
+    expected_manifest = manifest_meta(meta, num_samples, shard_size, samples_meta)
+    try:
+        finished = read_cache_meta(cache_path / MANIFEST_NAME, expected_manifest)
+    except CacheError as error:
+        if stale == "refuse" and (cache_path / MANIFEST_NAME).is_file():
+            raise
+        log.info("%s: %s", description, error)
+        finished = None
+    if finished is not None and stale == "refuse":
+        return finished
+    stops, notes, computed = [], [], False
+    for shard, (start, stop) in enumerate(_shard_bounds(num_samples, shard_size)):
+        path, expected = shard_path(cache_path, shard), _expected_shard_meta(meta, expected_manifest, shard)
+        stored = _valid_shard(path, expected, stale)
+        if stored is None:
+            contents = compute_shard(start, stop)
+            write_array_cache(path, contents.arrays, {**expected, "notes": dict(contents.notes)})
+            stored, computed = (len(next(iter(contents.arrays.values()))), dict(contents.notes)), True
+            log.info("%s: shard %d/%d (samples %d-%d, %d rows) written to %s", description, shard + 1,
+                     expected_manifest["num_shards"], start, stop - 1, stored[0], path)
+        stops.append((stops[-1] if stops else 0) + stored[0])
+        notes.append(stored[1])
+    for path in cache_path.iterdir():
+        match = SHARD_NAME_PATTERN.fullmatch(path.name)
+        if match and int(match.group(1)) >= expected_manifest["num_shards"]:
+            path.unlink()
+    if finished is not None and not computed:
+        return finished
+    final = {**expected_manifest, "num_rows": stops[-1] if stops else 0, "shard_notes": notes}
+    write_array_cache(cache_path / MANIFEST_NAME, {"shard_stops": np.asarray(stops, dtype=np.int64)}, final)
+    return final
+
+
+def _valid_shard(path: Path, expected: Mapping[str, Any], stale: Stale) -> tuple[int, dict[str, Any]] | None:
+    """``(rows, notes)`` of a finished shard matching ``expected``; None when it is missing or must be recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        stored = read_cache_meta(path, expected)
+    except CacheError as error:
+        if stale == "refuse" and _readable(path):
+            raise
+        log.info("recomputing %s (%s)", path, error)
+        return None
+    try:
+        arrays, _meta = read_array_cache(path, expected, mmap=True)
+    except CacheError as error:
+        log.info("recomputing %s (%s)", path, error)
+        return None
+    return len(next(iter(arrays.values()))), stored.get("notes", {})
+
+
+def _readable(path: Path) -> bool:
+    try:
+        read_cache_meta(path)
+    except CacheError:
+        return False
+    return True
 
 
 class ShardedArrayCache:
     """The memory-mapped shards of one finished :func:`write_sharded_cache` extraction, checked against
-    ``expect_meta``; like :class:`MappedArrayCache` they are mapped on first use and anew in each worker process.
+    ``expect_meta`` (and the manifest against ``expect_manifest`` too, e.g. :func:`manifest_meta` of the samples);
+    like :class:`MappedArrayCache` they are mapped on first use and anew in each worker process.
 
-    ``locate(index)`` gives the ``(shard arrays, offset)`` holding sample ``index``.
+    Rows are numbered across shards: ``locate(row)`` gives the ``(shard arrays, offset)`` holding it.
     """
 
-    def __init__(self, cache_path: str | os.PathLike, expect_meta: Mapping[str, Any]) -> None:
+    def __init__(self, cache_path: str | os.PathLike, expect_meta: Mapping[str, Any],
+                 expect_manifest: Mapping[str, Any] | None = None) -> None:
         self.cache_path = Path(cache_path)
-        arrays, self.manifest_meta = read_array_cache(self.cache_path / MANIFEST_NAME, dict(expect_meta))
+        self.expect_meta = dict(expect_meta)
+        arrays, self.manifest_meta = read_array_cache(self.cache_path / MANIFEST_NAME,
+                                                      {**self.expect_meta, **(expect_manifest or {})})
         self.shard_stops = arrays["shard_stops"]
-        self.shard_size = int(self.manifest_meta["shard_size"])
         self._shards: list[dict[str, np.ndarray]] | None = None
 
     def shards(self) -> list[dict[str, np.ndarray]]:
+        """Every shard's arrays (memory maps), each checked against its expected metadata."""
         if self._shards is None:
             shards, start = [], 0
             for shard, stop in enumerate(self.shard_stops.tolist()):
-                expected = _shard_meta(self.manifest_meta, shard, start, stop)
-                arrays, _meta = read_array_cache(shard_path(self.cache_path, shard), expected, mmap=True)
+                path = shard_path(self.cache_path, shard)
+                arrays, _meta = read_array_cache(path, _expected_shard_meta(self.expect_meta, self.manifest_meta, shard),
+                                                 mmap=True)
+                rows = len(next(iter(arrays.values())))
+                if rows != stop - start:
+                    raise CacheError(f"{path}: {rows} rows but the manifest records {stop - start}; rebuild the cache")
                 shards.append(arrays)
                 start = stop
             self._shards = shards
         return self._shards
 
-    def locate(self, index: int) -> tuple[dict[str, np.ndarray], int]:
-        shard, offset = divmod(int(index), self.shard_size)
-        return self.shards()[shard], offset
+    def locate(self, row: int) -> tuple[dict[str, np.ndarray], int]:
+        shard = int(np.searchsorted(self.shard_stops, row, side="right"))
+        return self.shards()[shard], int(row) - (int(self.shard_stops[shard - 1]) if shard else 0)
+
+    def gather(self, indices: np.ndarray, frame_positions: np.ndarray, windows: Sequence[tuple[int, int]] | None = None,
+               size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """Every array of per-frame rows (rows, frames, ..., H, W) gathered at the rows ``indices`` and
+        ``frame_positions`` by :func:`gather_windows` (whole frames when ``windows`` is None)."""
+        located = [self.locate(index) for index in np.asarray(indices).tolist()]
+        return {name: gather_windows([(arrays[name], offset) for arrays, offset in located], frame_positions,
+                                     windows, size)
+                for name in located[0][0]}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -335,4 +457,4 @@ class ShardedArrayCache:
         return state
 
     def __len__(self) -> int:
-        return int(self.manifest_meta["num_samples"])
+        return int(self.shard_stops[-1]) if len(self.shard_stops) else 0

@@ -36,7 +36,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import Dataset
 
-from datamodules.cache import CacheError, MappedArrayCache, read_blocks, read_cache_meta, write_array_cache
+from datamodules.cache import CacheError, MappedArrayCache, gather_windows, read_cache_meta, write_array_cache
 from datamodules.prediction import FrameWindows, NamedBatches, frame_stem, frame_windows
 from datamodules.sampling import ResumableDataLoader, evaluation_loader, training_loader
 from metrics.cityscapes_labels import (
@@ -314,31 +314,6 @@ def build_sequence_cache(samples: Sequence[SequenceSample], frame_indices: Seque
              cache_path)
 
 
-def gather_windows(array: np.ndarray, indices: np.ndarray, windows: Sequence[tuple[int, int]],
-                   size: tuple[int, int], frame_positions: np.ndarray | None = None) -> np.ndarray:
-    """Stack ``array[index, frame_positions, ..., top:top + h, left:left + w]`` over the samples of a batch.
-
-    ``array`` is a cached (N, F, ..., H, W) per-frame array, or (N, H, W) per-sample with ``frame_positions=None``;
-    ``windows`` holds each sample's ``(top, left)`` crop corner and ``size`` the crop's ``(h, w)``.
-    """
-    height, width = size
-    if tuple(size) == array.shape[-2:]:  # whole frames: read from the cache file, not through the map (2x faster)
-        if frame_positions is None:
-            return read_blocks(array, [(int(index),) for index in indices])
-        out = np.empty((len(indices), len(frame_positions), *array.shape[2:]), dtype=array.dtype)
-        for sample, index in enumerate(indices):
-            read_blocks(array, [(int(index), int(position)) for position in frame_positions], out=out[sample])
-        return out
-    parts = []
-    for index, (top, left) in zip(indices, windows):
-        rows, columns = slice(top, top + height), slice(left, left + width)
-        if frame_positions is not None:
-            parts.append(array[index, frame_positions, ..., rows, columns])
-        else:
-            parts.append(array[index, rows, columns])
-    return np.stack(parts)
-
-
 class CachedSequences(Dataset):
     """Batches gathered from a sequence cache, a whole index batch at a time as :class:`ResumableDataLoader` expects.
 
@@ -389,13 +364,11 @@ class CachedSequences(Dataset):
     def __getitem__(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         arrays = self._cache()
         indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1).numpy()
-        height, width = arrays["labels"].shape[1:]
-        crop_height, crop_width = (self.crop_size, self.crop_size) if self.crop_size is not None else (height, width)
-        windows = self.crop_windows(indices)
+        windows = None if self.crop_size is None else self.crop_windows(indices)
 
         def gather(name: str, per_frame: bool) -> np.ndarray:
-            return gather_windows(arrays[name], indices, windows, (crop_height, crop_width),
-                                  self.frame_positions if per_frame else None)
+            return gather_windows([(arrays[name], int(index)) for index in indices],
+                                  self.frame_positions if per_frame else None, windows, (self.crop_size,) * 2)
 
         batch = {"frames": torch.from_numpy(gather("frames", True)), "labels": torch.from_numpy(gather("labels", False))}
         if self.with_instances:

@@ -7,14 +7,13 @@ StyleGAN2-ADA's ``dataset_tool``) into a folder of clip shards that training mem
   ``frame_step`` frames apart, at the cache resolution (centre-cropped to its aspect ratio and resized when the
   video has another size). Window starts are evenly spaced over the video (:func:`clip_window_starts`), so one
   window starts at frame 0 and, with several, the last one ends on the last frame.
-* :func:`build_clip_cache` writes shard ``k`` with the windows of videos ``k * videos_per_shard`` onwards, each
-  atomically through :func:`datamodules.cache.write_array_cache`, then a manifest listing every shard, written
-  last. A shard's metadata records the cache settings (split, fold, frame size, clip length, frame step, windows
-  per video), its index and a fingerprint of its videos, so a rerun after a kill reuses every complete shard
-  whose settings and videos are unchanged and rebuilds only the rest. Temporary files start with a dot and end
-  in ``.tmp``: they never match the shard name pattern, so a half-written shard is never read.
+* :func:`build_clip_cache` writes the windows of ``videos_per_shard`` videos per shard into a sharded cache
+  (:func:`datamodules.cache.write_sharded_cache`): each shard atomically, recording the cache settings (split, fold,
+  frame size, clip length, frame step, windows per video) and a fingerprint of its videos, then the manifest, so a
+  rerun after a kill reuses every complete shard whose settings and videos are unchanged and rebuilds only the rest.
 * :func:`open_clip_cache` validates the manifest and every shard against the expected settings (a cache made
-  with other settings raises :class:`CacheError` naming the differing key) and returns :class:`ClipShards`.
+  with other settings raises :class:`datamodules.cache.CacheError` naming the differing key) and returns
+  :class:`ClipShards`.
 * :class:`MovingPatchDataset` cuts random square patches from cached clips and keeps those that move
   (:func:`motion_score`, :func:`sample_moving_patch`); :class:`FullClipDataset` serves whole cached clips.
 
@@ -30,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,14 +42,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.cache import CacheError, read_array_cache, write_array_cache
+from datamodules.cache import Shard, ShardedArrayCache, manifest_meta, write_sharded_cache
 
 log = logging.getLogger(__name__)
 
 VIDEO_CACHE_VERSION = 1
 SKIP_REASONS = ("missing", "corrupt", "too_short")
-MANIFEST_NAME = "manifest.npz"
-SHARD_NAME_PATTERN = re.compile(r"shard_(\d{5})\.npz")
 _DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, EOFError)
 
 
@@ -70,11 +66,6 @@ class VideoEntry:
     path: Path
     name: str
     label: int
-
-
-def shard_name(index: int) -> str:
-    """File name of shard ``index`` (matches :data:`SHARD_NAME_PATTERN`; temporary files never do)."""
-    return f"shard_{index:05d}.npz"
 
 
 def fit_frame(frame: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
@@ -289,17 +280,13 @@ def videos_fingerprint(videos: Sequence[VideoEntry]) -> str:
     return digest.hexdigest()
 
 
-def _shard_videos(videos: Sequence[VideoEntry], settings: ClipCacheSettings, index: int) -> Sequence[VideoEntry]:
-    return videos[index * settings.videos_per_shard:(index + 1) * settings.videos_per_shard]
-
-
-def _shard_expected_meta(videos: Sequence[VideoEntry], settings: ClipCacheSettings, index: int) -> dict[str, Any]:
-    return settings.meta() | {"shard": index, "first_video": index * settings.videos_per_shard,
-                              "fingerprint": videos_fingerprint(_shard_videos(videos, settings, index))}
+def _videos_meta(videos: Sequence[VideoEntry], start: int, stop: int) -> dict[str, Any]:
+    """What a shard of videos ``[start, stop)`` records of them: their fingerprint."""
+    return {"fingerprint": videos_fingerprint(videos[start:stop])}
 
 
 def _manifest_expected_meta(videos: Sequence[VideoEntry], settings: ClipCacheSettings) -> dict[str, Any]:
-    return settings.meta() | {"num_videos": len(videos), "fingerprint": videos_fingerprint(videos)}
+    return manifest_meta(settings.meta(), len(videos), settings.videos_per_shard, partial(_videos_meta, videos))
 
 
 @dataclass(frozen=True)
@@ -332,9 +319,9 @@ def _raise_unusable(reason: str, message: str) -> None:
     raise CorruptVideoError(f"{message} (pass skip_corrupt=True to skip unreadable videos)")
 
 
-def _write_shard(path: Path, videos: Sequence[VideoEntry], first_video: int, outcomes: Sequence[_DecodeOutcome],
-                 settings: ClipCacheSettings, meta: dict[str, Any]) -> int:
-    """Write one shard from its videos' decode outcomes; returns its number of clips."""
+def _clip_arrays(videos: Sequence[VideoEntry], first_video: int, outcomes: Sequence[_DecodeOutcome],
+                 settings: ClipCacheSettings) -> dict[str, np.ndarray]:
+    """A shard's arrays from its videos' decode outcomes (see :func:`build_clip_cache`)."""
     height, width = settings.frame_size
     clips = [outcome.clips for outcome in outcomes if outcome.clips is not None]
     frames = (np.concatenate(clips) if clips
@@ -344,145 +331,85 @@ def _write_shard(path: Path, videos: Sequence[VideoEntry], first_video: int, out
         video_index += [first_video + offset] * len(outcome.starts)
         start_frame += list(outcome.starts)
         labels += [video.label] * len(outcome.starts)
-    write_array_cache(path, {"frames": frames, "labels": np.array(labels, dtype=np.int64),
-                             "video_index": np.array(video_index, dtype=np.int64),
-                             "start_frame": np.array(start_frame, dtype=np.int64)}, meta)
-    return len(frames)
+    return {"frames": frames, "labels": np.array(labels, dtype=np.int64),
+            "video_index": np.array(video_index, dtype=np.int64), "start_frame": np.array(start_frame, dtype=np.int64)}
 
 
-def _unusable_in(meta: dict[str, Any], reasons: Sequence[str]) -> list[list[str]]:
-    return [entry for entry in meta["skipped"] if entry[1] in reasons]
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's metadata with the clip count and the skipped videos (``[name, reason, message]``) counted."""
+    skipped = [entry for notes in manifest["shard_notes"] for entry in notes["skipped"]]
+    counts = {reason: sum(entry[1] == reason for entry in skipped) for reason in SKIP_REASONS}
+    return manifest | {"num_clips": manifest["num_rows"], "skipped": skipped, "skipped_counts": counts}
 
 
 def build_clip_cache(videos: Sequence[VideoEntry], cache_dir: str | os.PathLike, settings: ClipCacheSettings,
                      skip_corrupt: bool = False, num_workers: int = 0) -> dict[str, Any]:
-    """Decode ``videos`` into clip shards under ``cache_dir`` (resumable), write the manifest; return its metadata.
+    """Decode ``videos`` into clip shards under ``cache_dir`` (resumable); return the manifest's metadata with
+    ``num_clips``, ``skipped`` (``[name, reason, message]``) and ``skipped_counts`` per reason.
 
-    Shard ``k`` holds ``frames`` uint8 (C, clip_length, 3, H, W), ``labels``, ``video_index`` (into ``videos``)
-    and ``start_frame`` int64 (C,) for the windows of videos ``k * videos_per_shard`` onwards. A shard already on
-    disk is kept when it opens cleanly and its settings and video fingerprint match; the others are decoded,
-    with ``num_workers`` threads (0: in this thread), and written atomically. Shard files beyond the last
-    shard are removed, then the manifest (``manifest.npz``: ``clip_counts`` per shard; metadata with the
-    settings, the fingerprint of all videos, and the skipped videos as ``[name, reason, message]`` with counts
-    per reason) is written last. Unusable videos raise (see the module docstring) unless ``skip_corrupt``; a
-    kept shard that was built skipping unreadable videos raises likewise when ``skip_corrupt`` is off.
+    A sharded cache (:func:`datamodules.cache.write_sharded_cache`, rebuilding what was made otherwise: the directory
+    is reused when the settings change) of ``videos_per_shard`` videos per shard, each shard recording its videos'
+    fingerprint: shard ``k`` holds ``frames`` uint8 (C, clip_length, 3, H, W), ``labels``, ``video_index`` (into
+    ``videos``) and ``start_frame`` int64 (C,) for the windows of videos ``k * videos_per_shard`` onwards. Videos are
+    decoded with ``num_workers`` threads (0: in this thread). Unusable videos raise (see the module docstring)
+    unless ``skip_corrupt``; a kept shard that was built skipping unreadable videos raises likewise when
+    ``skip_corrupt`` is off.
     """
     if not videos:
         raise ValueError(f"no videos to cache into {cache_dir}")
-    cache_dir = Path(cache_dir)
-    num_shards = -(-len(videos) // settings.videos_per_shard)
-    manifest_expected = _manifest_expected_meta(videos, settings)
-    shard_metas: dict[int, dict[str, Any]] = {}
-    clip_counts: dict[int, int] = {}
-    pending = []
-    for index in range(num_shards):
-        try:
-            arrays, meta = read_array_cache(cache_dir / shard_name(index),
-                                            _shard_expected_meta(videos, settings, index), mmap=True)
-        except CacheError as error:
-            log.info("clip cache %s: shard %d needs building (%s)", cache_dir, index, error)
-            pending.append(index)
-            continue
-        shard_metas[index], clip_counts[index] = meta, len(arrays["frames"])
-    if not skip_corrupt:
-        for meta in shard_metas.values():
-            for name, reason, message in _unusable_in(meta, ("missing", "corrupt")):
-                _raise_unusable(reason, f"{message} (a cached shard skipped {name})")
-    if pending:
-        _build_shards(videos, cache_dir, settings, pending, skip_corrupt, num_workers, shard_metas, clip_counts)
-    for stale in cache_dir.iterdir():
-        match = SHARD_NAME_PATTERN.fullmatch(stale.name)
-        if match and int(match.group(1)) >= num_shards:
-            stale.unlink()
-    skipped = [entry for index in range(num_shards) for entry in shard_metas[index]["skipped"]]
-    counts = [clip_counts[index] for index in range(num_shards)]
-    manifest = manifest_expected | {
-        "shards": [shard_name(index) for index in range(num_shards)], "num_clips": sum(counts),
-        "skipped_counts": {reason: sum(entry[1] == reason for entry in skipped) for reason in SKIP_REASONS},
-        "skipped": skipped,
-    }
-    try:
-        stored = read_array_cache(cache_dir / MANIFEST_NAME, manifest)[1]
-        if not pending:
-            return stored
-    except CacheError:
-        pass
-    write_array_cache(cache_dir / MANIFEST_NAME, {"clip_counts": np.array(counts, dtype=np.int64)}, manifest)
-    unreadable = [f"{name} ({reason})" for name, reason, _message in skipped if reason != "too_short"]
-    if unreadable:
-        log.warning("clip cache %s: skipped %d unreadable videos: %s", cache_dir, len(unreadable),
-                    ", ".join(unreadable))
-    log.info("clip cache %s: %d clips from %d videos in %d shards (skipped: %s)", cache_dir, sum(counts),
-             len(videos), num_shards, manifest["skipped_counts"])
-    return manifest
-
-
-def _build_shards(videos: Sequence[VideoEntry], cache_dir: Path, settings: ClipCacheSettings, pending: list[int],
-                  skip_corrupt: bool, num_workers: int, shard_metas: dict[int, dict[str, Any]],
-                  clip_counts: dict[int, int]) -> None:
-    """Decode and write the ``pending`` shards, filling in their metadata and clip counts.
-
-    ``num_workers`` threads decode in parallel: PyAV (FFmpeg) and OpenCV release the GIL while they work, and
-    threads need no pickling, no ``__main__`` guard and no fork, and raise their errors here as usual.
-    """
     executor = ThreadPoolExecutor(num_workers, thread_name_prefix="decode") if num_workers > 0 else None
     decode = partial(_decode_for_cache, settings=settings)
+
+    def decode_shard(start: int, stop: int) -> Shard:
+        # PyAV (FFmpeg) and OpenCV release the GIL while they work: threads decode in parallel without pickling.
+        paths = [video.path for video in videos[start:stop]]
+        outcomes = list(executor.map(decode, paths) if executor else map(decode, paths))
+        skipped = []
+        for video, outcome in zip(videos[start:stop], outcomes):
+            if outcome.reason is None:
+                continue
+            if outcome.reason != "too_short" and not skip_corrupt:
+                _raise_unusable(outcome.reason, outcome.message)
+            skipped.append([video.name, outcome.reason, outcome.message])
+        return Shard(_clip_arrays(videos[start:stop], start, outcomes, settings), {"skipped": skipped})
+
     try:
-        for index in pending:
-            shard_videos = _shard_videos(videos, settings, index)
-            paths = [video.path for video in shard_videos]
-            outcomes = list(executor.map(decode, paths) if executor else map(decode, paths))
-            skipped = []
-            for video, outcome in zip(shard_videos, outcomes):
-                if outcome.reason is None:
-                    continue
-                if outcome.reason != "too_short" and not skip_corrupt:
-                    _raise_unusable(outcome.reason, outcome.message)
-                skipped.append([video.name, outcome.reason, outcome.message])
-            meta = _shard_expected_meta(videos, settings, index) | {"skipped": skipped}
-            clip_counts[index] = _write_shard(cache_dir / shard_name(index), shard_videos,
-                                              index * settings.videos_per_shard, outcomes, settings, meta)
-            shard_metas[index] = meta
-            log.info("clip cache %s: wrote shard %d (%d clips)", cache_dir, index, clip_counts[index])
+        manifest = _summary(write_sharded_cache(cache_dir, settings.meta(), len(videos), settings.videos_per_shard,
+                                                decode_shard, f"clip cache {cache_dir}",
+                                                samples_meta=partial(_videos_meta, videos), stale="rebuild"))
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
+    unreadable = [entry for entry in manifest["skipped"] if entry[1] != "too_short"]
+    if not skip_corrupt:
+        for name, reason, message in unreadable:
+            _raise_unusable(reason, f"{message} (a cached shard skipped {name})")
+    if unreadable:
+        log.warning("clip cache %s: skipped %d unreadable videos: %s", cache_dir, len(unreadable),
+                    ", ".join(f"{name} ({reason})" for name, reason, _message in unreadable))
+    log.info("clip cache %s: %d clips from %d videos (skipped: %s)", cache_dir, manifest["num_clips"], len(videos),
+             manifest["skipped_counts"])
+    return manifest
 
 
-class ClipShards:
-    """A validated clip cache: clips indexed globally across shards, frames memory-mapped on first use.
+class ClipShards(ShardedArrayCache):
+    """A validated clip cache: clips numbered across shards, frames memory-mapped on first use (anew in each worker
+    process); labels, video indices and start frames (small) are held in memory."""
 
-    Labels, video indices and start frames (small) are held in memory; the frame arrays are memory maps opened
-    lazily in each process, so the object pickles cheaply into DataLoader workers.
-    """
-
-    def __init__(self, cache_dir: Path, shard_metas: list[dict[str, Any]], clip_counts: Sequence[int],
-                 labels: np.ndarray, video_index: np.ndarray, start_frame: np.ndarray, settings: ClipCacheSettings):
-        self.cache_dir = cache_dir
+    def __init__(self, cache_dir: str | os.PathLike, videos: Sequence[VideoEntry], settings: ClipCacheSettings):
+        super().__init__(cache_dir, settings.meta(), _manifest_expected_meta(videos, settings))
         self.settings = settings
-        self.labels, self.video_index, self.start_frame = labels, video_index, start_frame
-        self._shard_metas = shard_metas
-        self._offsets = np.concatenate([[0], np.cumsum(clip_counts)]).astype(np.int64)
-        self._frames: list[np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return int(self._offsets[-1])
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_frames": None}
-
-    def _frame_arrays(self) -> list[np.ndarray]:
-        if self._frames is None:
-            self._frames = [read_array_cache(self.cache_dir / shard_name(meta["shard"]), meta, mmap=True)[0]["frames"]
-                            for meta in self._shard_metas]
-        return self._frames
+        shards = self.shards()
+        self.labels, self.video_index, self.start_frame = (
+            np.concatenate([np.array(shard[name]) for shard in shards]) for name in ("labels", "video_index",
+                                                                                   "start_frame"))
 
     def clip(self, index: int) -> np.ndarray:
         """Clip ``index`` as a read-only (T, 3, H, W) uint8 memory map."""
         if not 0 <= index < len(self):
             raise IndexError(f"clip index {index} out of range for {len(self)} clips")
-        shard = int(np.searchsorted(self._offsets, index, side="right")) - 1
-        return self._frame_arrays()[shard][index - self._offsets[shard]]
+        arrays, offset = self.locate(index)
+        return arrays["frames"][offset]
 
 
 def open_clip_cache(videos: Sequence[VideoEntry], cache_dir: str | os.PathLike,
@@ -492,22 +419,8 @@ def open_clip_cache(videos: Sequence[VideoEntry], cache_dir: str | os.PathLike,
     Raises :class:`CacheError` naming the file and the reason when the manifest or a shard is missing, damaged,
     or was made with other settings or other videos.
     """
-    cache_dir = Path(cache_dir)
-    arrays, manifest = read_array_cache(cache_dir / MANIFEST_NAME, _manifest_expected_meta(videos, settings))
-    shard_metas, labels, video_index, start_frame = [], [], [], []
-    for index, count in enumerate(arrays["clip_counts"].tolist()):
-        expected = _shard_expected_meta(videos, settings, index)
-        shard_arrays, _meta = read_array_cache(cache_dir / shard_name(index), expected, mmap=True)
-        if len(shard_arrays["frames"]) != count:
-            raise CacheError(f"{cache_dir / shard_name(index)}: {len(shard_arrays['frames'])} clips but the manifest "
-                             f"records {count}; rebuild the cache")
-        shard_metas.append(expected)
-        labels.append(np.array(shard_arrays["labels"]))
-        video_index.append(np.array(shard_arrays["video_index"]))
-        start_frame.append(np.array(shard_arrays["start_frame"]))
-    shards = ClipShards(cache_dir, shard_metas, arrays["clip_counts"].tolist(), np.concatenate(labels),
-                        np.concatenate(video_index), np.concatenate(start_frame), settings)
-    return shards, manifest
+    shards = ClipShards(cache_dir, videos, settings)
+    return shards, _summary(shards.manifest_meta)
 
 
 class MovingPatchDataset(Dataset):

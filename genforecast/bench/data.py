@@ -17,7 +17,7 @@ and the F2F arithmetic in README's Benchmarks section; :data:`GPU_DEMAND` states
 **cores per GPU** the pipeline needs, ``demand / rate with 0 workers`` (the main process alone is one core). A
 pipeline needing more than 8 is flagged.
 
-For F2F, also the memory-mapped feature cache's read rate at P3 (``FPNFeatures.gather`` of batches of 4 sequences
+For F2F, also the memory-mapped feature cache's read rate at P3 (``ShardedArrayCache.gather`` of batches of 4 sequences
 of 5 frames, 320 MiB a batch at 1024x2048) against the rate the P3 step reads it at (one such batch per step of
 4 x 3.2 ms).
 
@@ -236,14 +236,14 @@ def _epochs(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, Any]]:
 
 
 def feature_read_rate(datamodule: L.LightningDataModule, batches: int) -> float:
-    """Bytes per second of ``FPNFeatures.gather`` over ``batches`` shuffled training batches (memory-mapped reads
+    """Bytes per second of ``ShardedArrayCache.gather`` over ``batches`` shuffled training batches (memory-mapped reads
     into fresh arrays, as the loader does)."""
     dataset = datamodule.train_set
     generator = np.random.default_rng(0)
     read, start = 0, time.perf_counter()
     for _ in range(batches):
         indices = generator.permutation(len(dataset))[: datamodule.batch_size]
-        features = dataset.features.gather(indices, dataset.sequences.frame_positions)
+        features = dataset.outputs.gather(indices, dataset.sequences.frame_positions)
         read += sum(array.nbytes for array in features.values())
     return read / (time.perf_counter() - start)
 
@@ -264,7 +264,7 @@ def measure(name: str, root: str, models: Models, scale: int, worker_counts: tup
     if name == "f2f_p3":
         result["feature_read_bytes_per_second"] = feature_read_rate(datamodule, batches)
         result["feature_bytes_per_batch"] = sum(
-            array.nbytes for array in datamodule.train_set.features.gather(
+            array.nbytes for array in datamodule.train_set.outputs.gather(
                 np.arange(datamodule.batch_size), datamodule.train_set.sequences.frame_positions).values())
     result["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result["peak_worker_rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024

@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from datamodules.cache import CacheError, read_array_cache
+from datamodules.cache import CacheError, ShardedArrayCache
 from datamodules.distance_maps import DistanceMapDataModule
 from representations.distance_maps import encode_frame
 
@@ -43,12 +43,14 @@ def test_annotation_planes_match_the_frame_labels_under_the_same_crops(cityscape
 
 def test_cache_is_refused_when_the_contour_profile_changes(cityscapes_demo: Path, tmp_path: Path):
     first = _datamodule(cityscapes_demo, tmp_path)
-    path = first.distance_cache_path("val")
+    path = first.output_cache_path("val")
     with pytest.raises(CacheError, match="contour_width"):
-        read_array_cache(path, {**first.distance_meta("val"), "contour_width": 9.0})
+        ShardedArrayCache(path, {**first.output_meta("val"), "contour_width": 9.0})
     second = _datamodule(cityscapes_demo, tmp_path, contour_width=5.0)
-    arrays, meta = read_array_cache(second.distance_cache_path("val"))
-    assert meta["contour_width"] == 5.0 and arrays["frame_values"].dtype == np.float16
+    assert second.output_cache_path("val") != path
+    values = ShardedArrayCache(second.output_cache_path("val"), second.output_meta("val")).gather(
+        np.arange(1), np.arange(7))["frame_values"]
+    assert second.output_meta("val")["contour_width"] == 5.0 and values.dtype == np.float16
 
 
 def test_predictions_source_runs_the_exported_models(cityscapes_demo: Path, tmp_path: Path,
@@ -59,7 +61,7 @@ def test_predictions_source_runs_the_exported_models(cityscapes_demo: Path, tmp_
     assert batch["frame_classes"].shape == (1, 7, 64, 128)
     assert batch["frame_classes"].max() < 19
     assert "frame_labels" not in batch
-    name = datamodule.distance_cache_path("val").name
+    name = datamodule.output_cache_path("val").name
     assert "predictions" in name and datamodule.model_shas()["detector_sha256"][:12] in name
 
 
@@ -101,7 +103,7 @@ def test_predict_frames_get_the_planes_the_predictions_cache_holds(cityscapes_de
     cached = DistanceMapDataModule(str(cityscapes_demo), **options)
     cached.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING))
     cached.prepare_data()  # predicting the val split: only its caches are built
-    assert not cached.distance_cache_path("train").exists()
+    assert not cached.output_cache_path("train").exists()
     cached.setup("predict")
     expected = next(iter(cached.predict_dataloader()))
     assert (expected["frame_classes"] == 13).any() and (expected["frame_classes"] == 0).any()

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import datamodules.fpn_features as fpn_module
-from datamodules.cache import MANIFEST_NAME, CacheError, shard_path, sharded_cache_complete
+from datamodules.cache import MANIFEST_NAME, CacheError, ShardedArrayCache, shard_path, sharded_cache_complete
 from datamodules.cityscapes import CachedSequences
-from datamodules.fpn_features import FPNFeatureDataModule, FPNFeatures, cache_size_refusal, extract_features
-from datamodules.segmentation_scores import file_sha256
+from datamodules.fpn_features import FPNFeatureDataModule, cache_size_refusal, extract_features
+from datamodules.frame_outputs import file_sha256
 from lightning_modules.f2f_forecaster import F2FForecaster, cached_feature_key
 from networks.detector import build_mask_rcnn, export_detector, fpn_features, load_exported_detector
 
@@ -65,7 +65,7 @@ def test_cached_features_equal_the_forecasters_own_extraction(datamodule, detect
     torch.manual_seed(0)
     model = F2FForecaster(str(detector_weights), width_multiplier=1 / 32)
     sha256 = file_sha256(detector_weights)
-    assert datamodule.feature_cache_path("train").name.startswith(f"fpn_features_train_64x128_p5p4p3p2_{sha256[:12]}_")
+    assert datamodule.output_cache_path("train").name.startswith(f"fpn_features_train_64x128_p5p4p3p2_{sha256[:12]}_")
     assert not any(key.startswith("features_") for key in next(iter(datamodule.val_dataloader())))
     for batch in list(datamodule.train_dataloader()):
         assert batch["frames"].shape == (1, 5, 3, *SIZE)
@@ -86,19 +86,19 @@ def test_another_detectors_features_get_their_own_cache_and_are_refused_elsewher
     other_weights = export_detector(other_model, tmp_path / "other_detector.pt")
     other = make_datamodule(cityscapes_demo, other_weights, cache_dir)
     other.prepare_data()
-    assert other.feature_cache_path("train") != datamodule.feature_cache_path("train")
-    assert sharded_cache_complete(other.feature_cache_path("train"), other.feature_meta("train"))
+    assert other.output_cache_path("train") != datamodule.output_cache_path("train")
+    assert sharded_cache_complete(other.output_cache_path("train"), other.output_meta("train"))
 
-    cache, other_meta = datamodule.feature_cache_path("train"), other.feature_meta("train")
+    cache, other_meta = datamodule.output_cache_path("train"), other.output_meta("train")
     message = (f"'detector_sha256' is '{datamodule.detector_sha256()}' but '{other.detector_sha256()}' was "
                "expected")
     with pytest.raises(CacheError, match=message):
-        FPNFeatures(cache, other_meta)
+        ShardedArrayCache(cache, other_meta)
     with pytest.raises(CacheError, match=message):
         extract_features(load_exported_detector(other_weights), all_frames(other, "train"), cache, other_meta,
                          batch_size=7, device="cpu")
-    ours = FPNFeatures(cache, datamodule.feature_meta("train")).gather(np.arange(2), np.arange(7))
-    theirs = FPNFeatures(other.feature_cache_path("train"), other_meta).gather(np.arange(2), np.arange(7))
+    ours = ShardedArrayCache(cache, datamodule.output_meta("train")).gather(np.arange(2), np.arange(7))
+    theirs = ShardedArrayCache(other.output_cache_path("train"), other_meta).gather(np.arange(2), np.arange(7))
     assert not np.array_equal(ours["p5"], theirs["p5"])
 
 
@@ -134,7 +134,8 @@ def test_bad_levels_crops_and_oversized_caches_are_refused_with_the_reason(citys
 def test_validating_extracts_no_features(cityscapes_demo: Path, detector_weights: Path, tmp_path: Path,
                                         monkeypatch):
     datamodule = make_datamodule(cityscapes_demo, detector_weights, tmp_path / "cache", load_instances=True)
-    monkeypatch.setattr(fpn_module, "extract_features", lambda *args, **kwargs: pytest.fail("extracted features"))
+    monkeypatch.setattr("datamodules.frame_outputs.extract_frame_outputs",
+                        lambda *args, **kwargs: pytest.fail("extracted features"))
     model = F2FForecaster(str(detector_weights), width_multiplier=1 / 32, horizon_steps=1, max_detections=5,
                           evaluate_baselines=False)
     trainer = L.Trainer(accelerator="cpu", limit_val_batches=1, logger=False, enable_progress_bar=False,
@@ -145,7 +146,7 @@ def test_validating_extracts_no_features(cityscapes_demo: Path, detector_weights
 
 def test_interrupted_extraction_resumes_after_its_finished_shards(datamodule, detector_weights: Path,
                                                                    tmp_path: Path, monkeypatch):
-    frames, meta = all_frames(datamodule, "train"), datamodule.feature_meta("train")
+    frames, meta = all_frames(datamodule, "train"), datamodule.output_meta("train")
     detector, cache = load_exported_detector(detector_weights), tmp_path / "features"
     monkeypatch.setattr(fpn_module, "fpn_features", KilledAfter(limit=7))
     with pytest.raises(KeyboardInterrupt):
@@ -161,8 +162,8 @@ def test_interrupted_extraction_resumes_after_its_finished_shards(datamodule, de
     assert shard_path(cache, 0).stat().st_mtime_ns == first_shard.st_mtime_ns
     assert sorted(path.name for path in cache.iterdir()) == [MANIFEST_NAME, "shard_00000.npz", "shard_00001.npz"]
     indices, positions = np.arange(2), np.arange(7)
-    resumed_features = FPNFeatures(cache, meta).gather(indices, positions)
-    reference = FPNFeatures(datamodule.feature_cache_path("train"), meta).gather(indices, positions)
+    resumed_features = ShardedArrayCache(cache, meta).gather(indices, positions)
+    reference = ShardedArrayCache(datamodule.output_cache_path("train"), meta).gather(indices, positions)
     for level in LEVELS:
         np.testing.assert_array_equal(resumed_features[level], reference[level])
 

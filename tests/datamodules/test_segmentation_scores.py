@@ -8,14 +8,21 @@ import torch
 from torch import nn
 
 from datamodules.augment import to_unit_range
-from datamodules.cache import MANIFEST_NAME, CacheError, read_array_cache, shard_path, sharded_cache_complete
+from datamodules.cache import (
+    MANIFEST_NAME,
+    CacheError,
+    ShardedArrayCache,
+    read_array_cache,
+    shard_path,
+    sharded_cache_complete,
+)
 from datamodules.cityscapes import CachedSequences, CityscapesSequenceDataModule
+from datamodules.frame_outputs import file_sha256, frame_output_meta
 from datamodules.segmentation_scores import (
+    SCORE_CACHE_KIND,
+    SCORE_CACHE_VERSION,
     SegmentationScoreDataModule,
-    SegmentationScores,
     extract_scores,
-    file_sha256,
-    score_cache_meta,
 )
 from networks.segmenter import SegmentationNetwork, export_segmenter
 
@@ -81,7 +88,8 @@ def all_frames(datamodule: CityscapesSequenceDataModule, split: str) -> CachedSe
 
 
 def meta_for(datamodule: CityscapesSequenceDataModule, split: str, segmenter: str = SEGMENTER_A) -> dict:
-    return score_cache_meta(segmenter, "pixelwise", 19, datamodule._cache_meta(split))
+    identity = {"segmenter_sha256": segmenter, "architecture": "pixelwise", "num_classes": 19}
+    return frame_output_meta(SCORE_CACHE_KIND, SCORE_CACHE_VERSION, identity, datamodule._cache_meta(split))
 
 
 def test_extraction_writes_shards_then_manifest_and_resumes_after_a_kill(sequences, tmp_path: Path):
@@ -106,9 +114,7 @@ def test_extraction_writes_shards_then_manifest_and_resumes_after_a_kill(sequenc
     assert arrays["scores"].shape == (1, frame_count, 19, *SIZE) and arrays["scores"].dtype == np.float16
     assert (shard_meta["shard"], shard_meta["start"], shard_meta["stop"]) == (1, 2, 3)
     assert shard_meta["segmenter_sha256"] == SEGMENTER_A and shard_meta["resolution"] == list(SIZE)
-    scores = SegmentationScores(cache, meta)
-    windows = [(0, 0)] * 3
-    gathered = scores.gather(np.arange(3), np.arange(frame_count), windows, SIZE)
+    gathered = ShardedArrayCache(cache, meta).gather(np.arange(3), np.arange(frame_count))["scores"]
     np.testing.assert_allclose(gathered, expected_scores(frames[torch.arange(3)]["frames"]), rtol=1e-3, atol=1e-3)
 
     finished = PixelwiseSegmenter()
@@ -126,7 +132,7 @@ def test_scores_of_another_segmenter_or_resolution_are_refused(sequences, tmp_pa
                                           (other_resolution, "resolution", list(SIZE), [32, 64])):
         message = f"'{key}' is {stored!r} but {wanted!r} was expected"
         with pytest.raises(CacheError, match=message.replace("[", r"\[")):
-            SegmentationScores(cache, expected)
+            ShardedArrayCache(cache, expected)
         with pytest.raises(CacheError, match=message.replace("[", r"\[")):
             extract_scores(PixelwiseSegmenter(), frames, cache, expected, batch_size=8, device="cpu", shard_size=1)
 
@@ -147,7 +153,7 @@ def test_datamodule_scores_align_with_frames_and_crops(sequences, cache_dir: Pat
     datamodule.prepare_data()
     datamodule.setup("fit")
     sha256 = file_sha256(weights)
-    assert datamodule.score_cache_path("train").name.startswith(f"segmenter_scores_train_64x128_{sha256[:12]}_")
+    assert datamodule.output_cache_path("train").name.startswith(f"segmenter_scores_train_64x128_{sha256[:12]}_")
     assert datamodule.describe()["segmenter_architecture"] == "lraspp_mobilenet_v3_large"
 
     batch = next(iter(datamodule.train_dataloader()))

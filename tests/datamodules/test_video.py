@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import video as video_module
-from datamodules.cache import CacheError, read_array_cache
+from datamodules import cache as cache_module
+from datamodules.cache import MANIFEST_NAME, SHARD_NAME_PATTERN, CacheError, read_array_cache, shard_path
 from datamodules.video import (
-    MANIFEST_NAME,
-    SHARD_NAME_PATTERN,
     ClipCacheSettings,
     CorruptVideoError,
     FullClipDataset,
@@ -25,7 +23,6 @@ from datamodules.video import (
     read_clip_windows,
     read_video,
     sample_moving_patch,
-    shard_name,
 )
 from genforecast.demo_data.ucf101 import render_video, write_truncated_copy, write_video
 
@@ -44,6 +41,10 @@ def clips(tmp_path_factory):
     write_truncated_copy(folder / "v0.avi", folder / "truncated.avi", keep_fraction=0.8)
     (folder / "garbage.avi").write_bytes(b"RIFF" + bytes(range(256)) * 8)
     return folder, drawn
+
+
+def _shard_name(index: int) -> str:
+    return shard_path(".", index).name
 
 
 def _entries(folder, names) -> list[VideoEntry]:
@@ -139,10 +140,11 @@ def test_build_and_open_cache(clips, tmp_path):
     folder, _ = clips
     videos = _entries(folder, ["v0.avi", "v1.avi", "v2.avi"])
     manifest = build_clip_cache(videos, tmp_path, _settings())
-    assert sorted(path.name for path in tmp_path.iterdir()) == [MANIFEST_NAME, shard_name(0), shard_name(1)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [MANIFEST_NAME, _shard_name(0),
+                                                                _shard_name(1)]
     assert manifest["num_clips"] == 6 and manifest["skipped_counts"] == {"missing": 0, "corrupt": 0, "too_short": 0}
 
-    arrays, meta = read_array_cache(tmp_path / shard_name(1))
+    arrays, meta = read_array_cache(shard_path(tmp_path, 1))
     assert arrays["frames"].shape == (2, 5, 3, *SIZE) and arrays["frames"].dtype == np.uint8
     assert arrays["video_index"].tolist() == [2, 2] and arrays["start_frame"].tolist() == [0, 7]
     assert (meta["split"], meta["fold"], meta["frame_size"], meta["clip_length"], meta["frame_step"],
@@ -158,9 +160,9 @@ def test_build_and_open_cache(clips, tmp_path):
 
 
 def test_temporary_files_never_match_the_shard_pattern(clips, tmp_path):
-    assert SHARD_NAME_PATTERN.fullmatch(shard_name(3))
-    assert not SHARD_NAME_PATTERN.fullmatch(f".{shard_name(3)}.k2j4x.tmp")
-    (tmp_path / f".{shard_name(0)}.abc.tmp").write_bytes(b"half a shard")
+    assert SHARD_NAME_PATTERN.fullmatch(_shard_name(3))
+    assert not SHARD_NAME_PATTERN.fullmatch(f".{_shard_name(3)}.k2j4x.tmp")
+    (tmp_path / f".{_shard_name(0)}.abc.tmp").write_bytes(b"half a shard")
     folder, _ = clips
     videos = _entries(folder, ["v0.avi", "v1.avi"])
     build_clip_cache(videos, tmp_path, _settings())
@@ -171,7 +173,7 @@ def test_build_resumes_after_a_kill(clips, tmp_path, monkeypatch):
     folder, _ = clips
     videos = _entries(folder, ["v0.avi", "v1.avi", "v2.avi", "v3.avi", "v4.avi"])
     written = []
-    real_write = video_module.write_array_cache
+    real_write = cache_module.write_array_cache
 
     def write_then_die(path, arrays, meta):
         if written:
@@ -179,24 +181,24 @@ def test_build_resumes_after_a_kill(clips, tmp_path, monkeypatch):
         written.append(path.name)
         return real_write(path, arrays, meta)
 
-    monkeypatch.setattr(video_module, "write_array_cache", write_then_die)
+    monkeypatch.setattr(cache_module, "write_array_cache", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_clip_cache(videos, tmp_path, _settings())
-    assert sorted(path.name for path in tmp_path.iterdir()) == [shard_name(0)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [_shard_name(0)]
     with pytest.raises(CacheError, match="manifest.npz"):
         open_clip_cache(videos, tmp_path, _settings())
 
-    first_shard_mtime = (tmp_path / shard_name(0)).stat().st_mtime_ns
+    first_shard_mtime = shard_path(tmp_path, 0).stat().st_mtime_ns
 
     def counting_write(path, arrays, meta):
         written.append(path.name)
         return real_write(path, arrays, meta)
 
     written.clear()
-    monkeypatch.setattr(video_module, "write_array_cache", counting_write)
+    monkeypatch.setattr(cache_module, "write_array_cache", counting_write)
     build_clip_cache(videos, tmp_path, _settings())
-    assert written == [shard_name(1), shard_name(2), MANIFEST_NAME]
-    assert (tmp_path / shard_name(0)).stat().st_mtime_ns == first_shard_mtime
+    assert written == [_shard_name(1), _shard_name(2), MANIFEST_NAME]
+    assert shard_path(tmp_path, 0).stat().st_mtime_ns == first_shard_mtime
     assert len(open_clip_cache(videos, tmp_path, _settings())[0]) == 10
 
     written.clear()
@@ -208,7 +210,7 @@ def test_damaged_shard_and_changed_settings(clips, tmp_path, monkeypatch):
     folder, _ = clips
     videos = _entries(folder, ["v0.avi", "v1.avi", "v2.avi"])
     build_clip_cache(videos, tmp_path, _settings())
-    shard = tmp_path / shard_name(1)
+    shard = shard_path(tmp_path, 1)
     shard.write_bytes(shard.read_bytes()[:1000])
     with pytest.raises(CacheError, match="shard_00001.npz"):
         open_clip_cache(videos, tmp_path, _settings())
@@ -220,7 +222,7 @@ def test_damaged_shard_and_changed_settings(clips, tmp_path, monkeypatch):
     build_clip_cache(videos, tmp_path, _settings(clip_length=6, videos_per_shard=3))
     shards, _ = open_clip_cache(videos, tmp_path, _settings(clip_length=6, videos_per_shard=3))
     assert shards.clip(0).shape == (6, 3, *SIZE)
-    assert sorted(path.name for path in tmp_path.iterdir()) == [MANIFEST_NAME, shard_name(0)]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [MANIFEST_NAME, _shard_name(0)]
 
     with pytest.raises(CacheError, match="'fingerprint'"):
         open_clip_cache(_entries(folder, ["v0.avi", "v1.avi", "v3.avi"]), tmp_path,
@@ -255,8 +257,8 @@ def test_threaded_decoding_gives_the_same_cache(clips, tmp_path):
     build_clip_cache(videos, tmp_path / "serial", _settings())
     build_clip_cache(videos, tmp_path / "threads", _settings(), num_workers=2)
     for index in range(2):
-        serial, _ = read_array_cache(tmp_path / "serial" / shard_name(index))
-        threaded, _ = read_array_cache(tmp_path / "threads" / shard_name(index))
+        serial, _ = read_array_cache(shard_path(tmp_path / "serial", index))
+        threaded, _ = read_array_cache(shard_path(tmp_path / "threads", index))
         for name in serial:
             np.testing.assert_array_equal(serial[name], threaded[name])
 
