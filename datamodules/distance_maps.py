@@ -30,7 +30,7 @@ import torch
 
 from datamodules.augment import to_unit_range
 from datamodules.cache import CacheError
-from datamodules.frame_outputs import Batch, FrameOutputDataModule, OutputsOf, file_sha256, resolve_device
+from datamodules.frame_outputs import Batch, FrameOutputDataModule, OutputsOf
 from metrics.cityscapes_labels import INSTANCE_ID_OFFSET, NUM_EVALUATED_CLASSES, label_ids_to_train_ids
 from networks.detector import detect, load_exported_detector
 from networks.segmenter import load_exported_segmenter
@@ -130,8 +130,8 @@ class DistanceMapDataModule(FrameOutputDataModule):
         segmenter_weights, detector_weights: exported models for the ``"predictions"`` source.
         instance_score_threshold: detections kept by the ``"predictions"`` source.
         contour_height, contour_width: the representation's contour profile (pixels at the cached resolution).
-        extraction_device: ``"auto"`` (CUDA when available) or a torch device string; extraction_batch_size frames
-            per forward pass.
+        extraction_batch_size: frames per forward pass of the ``"predictions"`` source.
+        extraction_device: where the networks run during extraction (``"auto"``: CUDA when available, else CPU).
         **kwargs: the arguments of :class:`CityscapesSequenceDataModule` (``load_all_frame_labels`` is set by the
             source).
     """
@@ -148,7 +148,7 @@ class DistanceMapDataModule(FrameOutputDataModule):
         if source not in ("annotations", "predictions"):
             raise ValueError(f"source must be 'annotations' or 'predictions', got {source!r}")
         kwargs["load_all_frame_labels"] = source == "annotations"
-        super().__init__(root, **kwargs)
+        super().__init__(root, extraction_device=extraction_device, **kwargs)
         if source == "predictions":
             missing = [name for name, value in (("segmenter_weights", segmenter_weights),
                                                 ("detector_weights", detector_weights)) if not value]
@@ -164,18 +164,15 @@ class DistanceMapDataModule(FrameOutputDataModule):
         self.instance_score_threshold = instance_score_threshold
         self.contour_height = contour_height
         self.contour_width = contour_width
-        self.extraction_device = extraction_device
         self.extraction_batch_size = extraction_batch_size
-        self._model_shas: dict[str, str] | None = None
         self._predict_objects: FrameObjectsFromModels | None = None
 
     def model_shas(self) -> dict[str, str]:
         """sha256 of the exported models the ``"predictions"`` source reads (empty for annotations)."""
-        if self._model_shas is None:
-            self._model_shas = {} if self.source == "annotations" else {
-                "segmenter_sha256": file_sha256(self.segmenter_weights),
-                "detector_sha256": file_sha256(self.detector_weights)}
-        return self._model_shas
+        if self.source == "annotations":
+            return {}
+        return {"segmenter_sha256": self.weights_sha256(self.segmenter_weights),
+                "detector_sha256": self.weights_sha256(self.detector_weights)}
 
     def output_identity(self) -> dict[str, Any]:
         identity = {"source": self.source, "contour_height": self.contour_height,
@@ -194,8 +191,8 @@ class DistanceMapDataModule(FrameOutputDataModule):
         frame_objects = None
         if self.source == "predictions":
             frame_objects = FrameObjectsFromModels(self.segmenter_weights, self.detector_weights,
-                                                   self.instance_score_threshold,
-                                                   resolve_device(self.extraction_device), self.extraction_batch_size)
+                                                   self.instance_score_threshold, self.device(),
+                                                   self.extraction_batch_size)
         return planes_of(frame_objects, self.contour_height, self.contour_width)
 
     def setup(self, stage: str | None = None) -> None:

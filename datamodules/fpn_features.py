@@ -36,15 +36,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from datamodules.cityscapes import CachedSequences
-from datamodules.frame_outputs import (
-    FLOAT16_MAX,
-    Batch,
-    FrameOutputDataModule,
-    OutputsOf,
-    extract_frame_outputs,
-    file_sha256,
-    resolve_device,
-)
+from datamodules.frame_outputs import FLOAT16_MAX, Batch, FrameOutputDataModule, OutputsOf, extract_frame_outputs
 from networks.detector import FPN_CHANNELS, FPN_LEVELS, FPN_STRIDES, fpn_features, load_exported_detector
 
 FEATURE_CACHE_KIND = "fpn_features"
@@ -175,8 +167,8 @@ class FPNFeatureDataModule(FrameOutputDataModule):
         max_cache_gib: the largest train feature cache to write; a larger one is refused in ``prepare_data``,
             before anything is extracted, with the disk arithmetic (default: see :data:`DEFAULT_MAX_CACHE_GIB`).
         extraction_batch_size: frames per detector forward pass during extraction.
-        extraction_device: ``"auto"`` (CUDA when available, else CPU) or a torch device string.
         crop_size: must be ``None``: features are cached for whole frames and are not cropped.
+        extraction_device: where the networks run during extraction (``"auto"``: CUDA when available, else CPU).
         **kwargs: the arguments of :class:`CityscapesSequenceDataModule`.
     """
 
@@ -192,25 +184,20 @@ class FPNFeatureDataModule(FrameOutputDataModule):
         if crop_size is not None:
             raise ValueError(f"crop_size is {crop_size}, but cached FPN features are of whole frames and feature crops "
                              "are not supported; set crop_size: null (the F2F configs train on whole frames)")
-        super().__init__(root, crop_size=None, **kwargs)
+        super().__init__(root, extraction_device=extraction_device, crop_size=None, **kwargs)
         if extraction_batch_size <= 0:
             raise ValueError(f"extraction_batch_size must be positive, got {extraction_batch_size}")
         self.cached_levels = cacheable_levels(list(cached_levels))
         self.max_cache_gib = max_cache_gib
         self.detector_weights = Path(detector_weights)
         self.extraction_batch_size = extraction_batch_size
-        self.extraction_device = extraction_device
-        self._detector_sha256: str | None = None
 
     def detector_sha256(self) -> str:
         """sha256 of the exported detector file (read once)."""
-        if self._detector_sha256 is None:
-            if not self.detector_weights.is_file():
-                raise FileNotFoundError(f"{self.detector_weights} does not exist: cached FPN features need the exported "
-                                        "detector; train it first with `genforecast fit --config "
-                                        "configs/f2f/detector.yaml`")
-            self._detector_sha256 = file_sha256(self.detector_weights)
-        return self._detector_sha256
+        if not self.detector_weights.is_file():
+            raise FileNotFoundError(f"{self.detector_weights} does not exist: cached FPN features need the exported "
+                                    "detector; train it first with `genforecast fit --config configs/f2f/detector.yaml`")
+        return self.weights_sha256(self.detector_weights)
 
     def output_identity(self) -> dict[str, Any]:
         return {"detector_sha256": self.detector_sha256(), "levels": list(self.cached_levels)}
@@ -227,7 +214,7 @@ class FPNFeatureDataModule(FrameOutputDataModule):
 
     def output_extractor(self) -> OutputsOf:
         return features_of(load_exported_detector(self.detector_weights), self.cached_levels,
-                           self.extraction_batch_size, resolve_device(self.extraction_device))
+                           self.extraction_batch_size, self.device())
 
     def prepare_data(self) -> None:
         """Refuse a train cache over ``max_cache_gib`` before anything is written, then prepare as the parent."""

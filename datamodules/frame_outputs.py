@@ -135,6 +135,10 @@ class FrameOutputDataModule(CityscapesSequenceDataModule):
       of the cache's directory name;
     * :meth:`output_extractor`, the function computing a batch's outputs (loading its networks once);
     * ``outputs_to_batch``, how gathered outputs become batch entries.
+
+    Args:
+        extraction_device: ``"auto"`` (CUDA when available, else CPU) or a torch device string.
+        **kwargs: the arguments of :class:`CityscapesSequenceDataModule`.
     """
 
     output_kind: ClassVar[str]
@@ -143,6 +147,22 @@ class FrameOutputDataModule(CityscapesSequenceDataModule):
     outputs_to_batch: ClassVar[OutputsToBatch]
     paired_sets: ClassVar[tuple[str, ...]] = ("train_set", "val_set", "predict_set")
     """The datasets ``setup`` pairs with their split's outputs."""
+
+    def __init__(self, root: str, extraction_device: str = "auto", **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self.extraction_device = extraction_device
+        self._sha256: dict[Path, str] = {}
+
+    def weights_sha256(self, path: str | os.PathLike) -> str:
+        """sha256 of an exported network's file (read once): what the cache metadata names it by."""
+        path = Path(path)
+        if path not in self._sha256:
+            self._sha256[path] = file_sha256(path)
+        return self._sha256[path]
+
+    def device(self) -> torch.device:
+        """The device the networks run on during extraction: ``extraction_device`` (see :func:`resolve_device`)."""
+        return resolve_device(self.extraction_device)
 
     def output_identity(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -30,15 +30,7 @@ from torch import nn
 
 from datamodules.augment import to_unit_range
 from datamodules.cityscapes import CachedSequences
-from datamodules.frame_outputs import (
-    FLOAT16_MAX,
-    Batch,
-    FrameOutputDataModule,
-    OutputsOf,
-    extract_frame_outputs,
-    file_sha256,
-    resolve_device,
-)
+from datamodules.frame_outputs import FLOAT16_MAX, Batch, FrameOutputDataModule, OutputsOf, extract_frame_outputs
 from metrics.cityscapes_labels import NUM_EVALUATED_CLASSES
 from networks.segmenter import load_exported_segmenter, read_segmenter_export
 
@@ -114,7 +106,7 @@ class SegmentationScoreDataModule(FrameOutputDataModule):
     Args:
         segmenter_weights: file exported by :class:`lightning_modules.semantic_segmenter.SemanticSegmenter`.
         score_batch_size: frames per segmenter forward pass during extraction.
-        extraction_device: ``"auto"`` (CUDA when available, else CPU) or a torch device string.
+        extraction_device: where the networks run during extraction (``"auto"``: CUDA when available, else CPU).
         **kwargs: the arguments of :class:`CityscapesSequenceDataModule`.
     """
 
@@ -125,12 +117,11 @@ class SegmentationScoreDataModule(FrameOutputDataModule):
 
     def __init__(self, root: str, segmenter_weights: str, score_batch_size: int = 8, extraction_device: str = "auto",
                  **kwargs: Any) -> None:
-        super().__init__(root, **kwargs)
+        super().__init__(root, extraction_device=extraction_device, **kwargs)
         if score_batch_size <= 0:
             raise ValueError(f"score_batch_size must be positive, got {score_batch_size}")
         self.segmenter_weights = Path(segmenter_weights)
         self.score_batch_size = score_batch_size
-        self.extraction_device = extraction_device
         self._segmenter_identity: dict[str, Any] | None = None
         self._predict_segmenter: nn.Module | None = None
 
@@ -141,7 +132,7 @@ class SegmentationScoreDataModule(FrameOutputDataModule):
             if export["num_classes"] != NUM_EVALUATED_CLASSES:
                 raise ValueError(f"{self.segmenter_weights} predicts {export['num_classes']} classes; Cityscapes "
                                  f"forecasting uses {NUM_EVALUATED_CLASSES}")
-            self._segmenter_identity = {"segmenter_sha256": file_sha256(self.segmenter_weights),
+            self._segmenter_identity = {"segmenter_sha256": self.weights_sha256(self.segmenter_weights),
                                         "architecture": export["architecture"], "num_classes": NUM_EVALUATED_CLASSES}
         return self._segmenter_identity
 
@@ -153,8 +144,7 @@ class SegmentationScoreDataModule(FrameOutputDataModule):
         return load_exported_segmenter(self.segmenter_weights)
 
     def output_extractor(self) -> OutputsOf:
-        return scores_of(self.load_segmenter(), NUM_EVALUATED_CLASSES, self.score_batch_size,
-                         resolve_device(self.extraction_device))
+        return scores_of(self.load_segmenter(), NUM_EVALUATED_CLASSES, self.score_batch_size, self.device())
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Give ``predict_frames`` batches (the only ones without cached scores) ``scores`` float16 (B, T, 19, h, w),

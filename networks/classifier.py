@@ -8,14 +8,13 @@ it and exports it (:func:`export_classifier`) for :class:`lightning_modules.Fash
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
-from networks.exported_weights import export_weights, read_exported_weights
+from networks.exported_weights import export_weights, read_exported_weights, read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,12 +63,7 @@ def load_backbone_weights(model: ShapeTextureResNet, path: str | Path) -> None:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the file is not a state dict or its keys / shapes do not match ResNet-18.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ResNet-18 backbone weights not found: {path}")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state_dict).__name__})")
+    state_dict = read_state_dict(path, "ResNet-18 backbone")
     trunk_state = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
     expected_keys = set(model.backbone.state_dict())
     missing = sorted(expected_keys - set(trunk_state))

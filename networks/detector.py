@@ -42,7 +42,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from metrics.cityscapes_labels import INSTANCE_CLASS_NAMES, INSTANCE_ID_OFFSET, INSTANCE_LABEL_IDS
-from networks.exported_weights import export_weights, read_exported_weights
+from networks.exported_weights import export_weights, read_exported_weights, read_state_dict
 
 CITYSCAPES_INSTANCE_CLASSES: tuple[str, ...] = INSTANCE_CLASS_NAMES
 """The 8 evaluated Cityscapes instance classes in label-id order; detector class ``i`` (1..8) is entry ``i - 1``."""
@@ -179,12 +179,7 @@ def load_coco_weights(model: MaskRCNN, path: str | Path) -> list[str]:
     keep their fresh initialisation; every other tensor must be present with its shape, otherwise ``ValueError``
     names the file and the mismatching keys. Returns the names of the skipped predictor tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO detector weights {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping) or not all(isinstance(value, Tensor) for value in state.values()):
-        raise ValueError(f"{path} is not a state dict of tensors (torchvision's Mask R-CNN weights format)")
+    state = read_state_dict(path, "COCO detector")
     expected = model.state_dict()
     skipped, wrong_shapes = [], []
     for name, tensor in expected.items():

@@ -1,4 +1,5 @@
-"""Self-describing weight files that one stage of a pipeline exports and a later stage loads by path.
+"""Weight files: the self-describing ones a stage of a pipeline exports and a later stage loads by path, and the
+plain state dicts of torchvision models (ImageNet, COCO) read from local files.
 
 The auxiliary networks (shape/texture classifier, semantic segmenter, Mask R-CNN detector) are trained by their
 own LightningModules and consumed, frozen, by the paper models. Each export is a ``torch.save`` dict with a
@@ -8,6 +9,7 @@ the marker and names the file and the command that produces it when anything is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +44,15 @@ def read_exported_weights(path: str | Path, format_marker: str, what: str, produ
     if not isinstance(payload, dict) or payload.get("format") != format_marker:
         raise ValueError(f"{path} is not a genforecast {what} file (format {format_marker})")
     return payload
+
+
+def read_state_dict(path: str | Path, what: str) -> Mapping[str, torch.Tensor]:
+    """The state dict of tensors in a local ``torch.save`` file (torchvision's published weights), read without
+    unpickling code. ``FileNotFoundError`` or ``ValueError`` names the file; ``what`` names the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__})")
+    return state

@@ -19,7 +19,7 @@ from torchvision.models import segmentation
 
 from metrics.cityscapes_labels import NUM_EVALUATED_CLASSES
 from networks.classifier import IMAGENET_MEAN, IMAGENET_STD
-from networks.exported_weights import export_weights, read_exported_weights
+from networks.exported_weights import export_weights, read_exported_weights, read_state_dict
 
 SEGMENTER_EXPORT_FORMAT = "genforecast.semantic_segmenter/1"
 """Format marker of the files :func:`export_segmenter` writes."""
@@ -79,12 +79,7 @@ def load_backbone_weights(network: SegmentationNetwork, path: str | Path) -> Non
     MobileNetV3; the file's classifier head (``fc.*``, ``classifier.*``) is ignored. Every backbone tensor must be
     present with its shape, otherwise ``ValueError`` names the file and the first problems.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a state dict")
+    state = read_state_dict(path, "backbone")
     backbone = network.model.backbone
     loaded, problems = {}, []
     for name, tensor in backbone.state_dict().items():
