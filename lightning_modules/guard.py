@@ -20,7 +20,9 @@ verdict in two parts: :meth:`DivergenceGuard.check` right after the losses, :met
 the optimiser step, i.e. after the backward pass has been queued. Waiting for the verdict then waits for the
 forward pass only, while the GPU still has the whole backward pass to run: the host learns the decision without
 the device running dry, so the decision stays exact (taken for this very update, before its step) at no cost in
-throughput. What was considered and not done, and why:
+throughput. On a single CPU device, where nothing runs ahead of the host, the verdict reads the loss itself (one
+``item()``, the cheapest check). The whole-step CUDA graph, where the host cannot take part in the step, uses
+:class:`DeviceGuard` instead. What was considered and not done, and why:
 
 - Reading the flag every N steps (with the update zeroed on the device meanwhile) would make ``skip`` inexact for
   stateful optimisers (a zero gradient still moves SGD with momentum and Adam) unless the skip happens inside the
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -76,23 +79,21 @@ def _unused_path(folder: Path, stem: str) -> Path:
 
 
 class Verdict:
-    """The pending decision on one update's losses (see the module docstring); :meth:`finite` takes it."""
+    """The pending decision on one update's loss (see the module docstring); :meth:`finite` takes it.
+
+    ``read()`` returns whether the loss was finite on every rank, waiting for the device if needed.
+    """
 
     def __init__(self, guard: DivergenceGuard, terms: dict[str, torch.Tensor], phase: str,
-                 flag: torch.Tensor, event: torch.cuda.Event | None) -> None:
+                 read: Callable[[], bool]) -> None:
         self.guard = guard
         self.terms = terms
         self.phase = phase
-        self.flag = flag
-        self.event = event
+        self.read = read
 
     def finite(self) -> bool:
         """True when the loss was finite on every rank; otherwise stop or skip according to the policy."""
-        if self.event is not None:
-            self.event.synchronize()
-        if not self.flag.item():
-            return True
-        return self.guard.diverged(self.terms, self.phase)
+        return self.read() or self.guard.diverged(self.terms, self.phase)
 
 
 class DivergenceGuard:
@@ -109,19 +110,29 @@ class DivergenceGuard:
         """Start checking ``loss`` (non-finite when any element is): the count of ranks where it is not finite, on
         its way to the host. ``terms``: the update's named loss terms, named in the warning or error. Take the
         verdict with :meth:`Verdict.finite` before the update's optimiser step."""
-        flag = torch.isfinite(loss.detach()).all().logical_not()
-        if self.module.trainer.world_size > 1:
+        loss = loss.detach()
+        distributed = self.module.trainer.world_size > 1
+        if loss.device.type == "cpu" and not distributed:  # nothing runs ahead of the host: read the loss itself
+            return Verdict(self, terms, phase, lambda: math.isfinite(loss.item()) if loss.numel() == 1
+                           else bool(torch.isfinite(loss).all()))
+        non_finite = torch.isfinite(loss).all().logical_not().int()
+        if distributed:
             # torch's all-reduce, not the strategy's reduce: that one adds a barrier, which waits on the host
-            flag = flag.int()
-            torch.distributed.all_reduce(flag)
-        if flag.device.type != "cuda":
-            return Verdict(self, terms, phase, flag, None)
+            torch.distributed.all_reduce(non_finite)
+        if non_finite.device.type != "cuda":
+            return Verdict(self, terms, phase, lambda: non_finite.item() == 0)
         if self._pinned is None:
-            self._pinned = torch.empty((), dtype=flag.dtype, pin_memory=True)
-        self._pinned.copy_(flag, non_blocking=True)
+            self._pinned = torch.empty((), dtype=non_finite.dtype, pin_memory=True)
+        pinned = self._pinned
+        pinned.copy_(non_finite, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        return Verdict(self, terms, phase, self._pinned, event)
+
+        def read() -> bool:
+            event.synchronize()
+            return pinned.item() == 0
+
+        return Verdict(self, terms, phase, read)
 
     def diverged(self, terms: dict[str, torch.Tensor], phase: str) -> bool:
         """The loss was not finite on some rank: warn and return False under ``skip``; save and raise under

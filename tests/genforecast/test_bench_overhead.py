@@ -22,6 +22,6 @@ def test_bench_overhead_reports_every_model_and_the_breakdown(fashion_catalogue:
     for model in ("FashionCAN", "FrameGAN Adv+GDL", "S2S (SegForecastAR)", "F2F forecaster", "Joint forecaster"):
         assert f"| {model} |" in table
     breakdown = out.split("Where the suite step's time goes")[1]
-    for category in ("losses (forward)", "backward", "optimizer step", "divergence guard", "logging",
-                     "Lightning loop and hooks (the rest)"):
+    for category in ("losses (forward)", "backward", "optimizer step", "suite: divergence guard",
+                     "Lightning: logger connector", "Lightning: loop and hooks (the rest)"):
         assert f"| {category} |" in breakdown
