@@ -1,7 +1,7 @@
 """DataModules that read the real datasets' on-disk layouts (and the procedural demo sets written in them)."""
 
 from datamodules.cityscapes import CityscapesSequenceDataModule
-from datamodules.distance_maps import DistanceMapDataModule
+from datamodules.distance_map_planes import DistanceMapDataModule
 from datamodules.fashion import FashionCatalogueDataModule
 from datamodules.fpn_features import FPNFeatureDataModule
 from datamodules.segmentation_scores import SegmentationScoreDataModule

@@ -3,7 +3,7 @@
 Three DataModules add to the batches of :class:`~datamodules.cityscapes.CityscapesSequenceDataModule` what frozen
 networks make of every cached frame: the segmenter's class scores (:mod:`datamodules.segmentation_scores`), the
 detector's FPN features (:mod:`datamodules.fpn_features`) and the distance-map planes of the frames' objects
-(:mod:`datamodules.distance_maps`). Running the networks in every training step would dominate it, so
+(:mod:`datamodules.distance_map_planes`). Running the networks in every training step would dominate it, so
 :class:`FrameOutputDataModule`, their common skeleton, extracts the outputs once per split:
 
 * into a sharded cache (:func:`datamodules.cache.write_sharded_cache`: shards written atomically one at a time, then

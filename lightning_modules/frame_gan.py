@@ -27,6 +27,7 @@ from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
+from lightning_modules.renamed_hyperparameters import adopt_renamed
 from lightning_modules.visuals import image_grid, log_image, log_video
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, gradient_difference_loss, lp_loss
 from metrics.video import FramePSNR, FrameSSIM, SharpnessDifference, moving_area_mask
@@ -58,7 +59,8 @@ class FrameGAN(AdversarialModule):
         width_multiplier: scales every width of both networks (1.0 = the paper's; the CPU demo uses less).
         lambda_adv, lambda_lp, lambda_gdl: loss weights (paper's Adv+GDL: 0.05, 1, 1); ``lambda_adv = 0``
             trains without a discriminator.
-        lp: the exponent p of the L_p loss (1 or 2).
+        reconstruction_p: the exponent p of the L_p loss (1 or 2).
+        lp: deprecated name of ``reconstruction_p``, read from earlier checkpoints and configs.
         gdl_alpha: exponent of the gradient difference loss.
         optimizer: ``"sgd"`` (the paper's) or ``"adam"``.
         generator_lr, generator_lr_final: the generator's rate, decayed linearly over ``trainer.max_steps``.
@@ -84,7 +86,7 @@ class FrameGAN(AdversarialModule):
         lambda_adv: float = 0.05,
         lambda_lp: float = 1.0,
         lambda_gdl: float = 1.0,
-        lp: int = 1,
+        reconstruction_p: float = 1.0,
         gdl_alpha: float = 1.0,
         optimizer: Literal["sgd", "adam"] = "sgd",
         generator_lr: float = 0.04,
@@ -102,10 +104,12 @@ class FrameGAN(AdversarialModule):
         seed: int = 0,
         compile_mode: CompileMode | None = None,
         cuda_graph: bool = False,
+        lp: float | None = None,
     ) -> None:
         super().__init__(n_critic=n_critic, gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed,
                          compile_mode=compile_mode, cuda_graph=cuda_graph)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["lp"])
+        adopt_renamed(self, "lp", "reconstruction_p", lp)
         self.generator = MultiscaleFrameGenerator(
             num_input_frames=num_input_frames, num_scales=num_scales,
             feature_maps=scaled_widths(PAPER_GENERATOR_FEATURE_MAPS, width_multiplier))
@@ -153,7 +157,7 @@ class FrameGAN(AdversarialModule):
         inputs, target = self._split(batch)
         predictions = self.network("generator")(inputs)
         targets = pyramid(target, hp.num_scales)
-        lp = sum(lp_loss(prediction, scaled, hp.lp) for prediction, scaled in zip(predictions, targets))
+        lp = sum(lp_loss(prediction, scaled, hp.reconstruction_p) for prediction, scaled in zip(predictions, targets))
         terms: LossTerms = {"lp": lp}
         loss = hp.lambda_lp * lp
         if hp.lambda_gdl > 0:

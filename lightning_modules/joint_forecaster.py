@@ -1,12 +1,12 @@
 """JointForecaster: joint future semantic and instance segmentation (Couprie, Luc & Verbeek, ECCV Workshops 2018).
 
 Each past frame is represented by per-class distance-based maps of its objects (see
-:mod:`representations.distance_maps`: 0 off the class, 1 inside, rising to 2 on instance contours); a small
+:mod:`representations.distance_map_encoding`: 0 off the class, 1 inside, rising to 2 on instance contours); a small
 convnet forecasts the maps of the next frame from the last 4 (the S2S architectures of
 :mod:`networks.segmentation_forecast` on 19 input and output channels; the default two-scale network at width
 0.65 has 0.80M parameters, the paper's size). Future semantic segmentation is the argmax of the forecast; future
 instances come from the past objects' centroids, extrapolated linearly and used as seeds of a watershed of the
-forecast (:func:`representations.distance_maps.decode_instances`). Every forecast instance carries
+forecast (:func:`representations.distance_map_encoding.decode_instances`). Every forecast instance carries
 ``track_ids``, the id of the past object it continues (its instance id for annotations, a track number for
 detections): tracking comes for free, and ``predict_step`` returns it.
 
@@ -46,7 +46,7 @@ from metrics.instance_ap import CityscapesInstanceAP
 from metrics.segmentation import SegmentationIoU
 from networks.forecasting import training_pairs, unroll
 from networks.segmentation_forecast import ResidualForecaster, make_segmentation_forecaster
-from representations.distance_maps import (
+from representations.distance_map_encoding import (
     DecodedInstances,
     TrackLinking,
     decode_instances,

@@ -12,7 +12,7 @@ dilated one. Three ways to reach the target frame ``t`` from the inputs ``t-12 .
   time (predictions are not detached), loss on every predicted step; start it from an autoregressive checkpoint
   with ``init_weights``.
 
-Loss at every scale of the network: ``l_l1 |P - Y|_1 + l_gdl GDL(P, Y)`` (weights 1, alpha 1), plus an
+Loss at every scale of the network: ``l_lp |P - Y|_p^p + l_gdl GDL(P, Y)`` (weights 1, alpha 1, ``p = 1``), plus an
 adversarial term for the RGB variants through the shared adversarial machinery. Targets are the segmenter's
 scores (and the RGB frames) of the future frames. Evaluation: mIoU over the 19 classes and MO-mIoU over the 8
 moving-object classes on the annotated target frame, against the ground truth and against the segmenter's own
@@ -30,6 +30,7 @@ from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names, target_names
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
+from lightning_modules.renamed_hyperparameters import adopt_renamed
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, multiscale_reconstruction_loss
 from metrics.cityscapes_labels import TRAIN_ID_NAMES, train_id_colors
@@ -55,9 +56,10 @@ class SegForecastAR(AdversarialModule):
         horizon_steps: future steps to the target frame (1 short term, 3 mid term); must match the data.
         num_input_frames: past frames (4).
         width_multiplier: scales the network's widths (1.0 = the paper's).
-        lambda_l1, lambda_gdl, lambda_adv: loss weights; ``lambda_adv > 0`` adds the discriminator (RGB variants).
-        reconstruction_p: exponent of the reconstruction term (1: the paper's l1; the ``L_p`` weight is
-            ``lambda_l1``). See :mod:`lightning_modules.joint_forecaster` for why the CPU demo uses 2.
+        lambda_lp, lambda_gdl, lambda_adv: loss weights; ``lambda_adv > 0`` adds the discriminator (RGB variants).
+        reconstruction_p: exponent ``p`` of the ``L_p`` reconstruction term (1: the paper's l1; docs/joint.md says
+            why the CPU demos use 2).
+        lambda_l1: deprecated name of ``lambda_lp``, read from earlier checkpoints and configs.
         residual: forecast the change from the last input frame, starting from copy-last
             (:class:`~networks.segmentation_forecast.ResidualForecaster`; not in the paper, used by the CPU demo;
             one-step modes of S2S and XS2XS only).
@@ -79,7 +81,7 @@ class SegForecastAR(AdversarialModule):
         horizon_steps: int = 3,
         num_input_frames: int = 4,
         width_multiplier: float = 1.0,
-        lambda_l1: float = 1.0,
+        lambda_lp: float = 1.0,
         lambda_gdl: float = 1.0,
         lambda_adv: float = 0.0,
         reconstruction_p: float = 1.0,
@@ -98,9 +100,11 @@ class SegForecastAR(AdversarialModule):
         nonfinite: NonFinitePolicy = "stop",
         seed: int = 0,
         compile_mode: CompileMode | None = None,
+        lambda_l1: float | None = None,
     ) -> None:
         super().__init__(gradient_clip_val=gradient_clip_val, nonfinite=nonfinite, seed=seed, compile_mode=compile_mode)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["lambda_l1"])
+        adopt_renamed(self, "lambda_l1", "lambda_lp", lambda_l1)
         in_channels, out_channels = FORECAST_MODALITIES[modality]
         steps_per_call = horizon_steps if mode == "batch" else 1
         self.generator = make_segmentation_forecaster(architecture, in_channels, out_channels * steps_per_call,
@@ -185,7 +189,7 @@ class SegForecastAR(AdversarialModule):
 
     def _reconstruction(self, predictions: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
-        return multiscale_reconstruction_loss(predictions, target, hp.lambda_l1, hp.lambda_gdl, hp.reconstruction_p)
+        return multiscale_reconstruction_loss(predictions, target, hp.lambda_lp, hp.lambda_gdl, hp.reconstruction_p)
 
     def _training_pairs(self, sequence: torch.Tensor) -> TrainingPairs:
         """The training mode's predictions and targets: one-step modes as :func:`networks.forecasting.training_pairs`,

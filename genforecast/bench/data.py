@@ -133,7 +133,7 @@ def _s2s(root: Path, models: Models, scale: int) -> L.LightningDataModule:
 
 
 def _joint(root: Path, models: Models, scale: int) -> L.LightningDataModule:
-    from datamodules.distance_maps import DistanceMapDataModule
+    from datamodules.distance_map_planes import DistanceMapDataModule
 
     return DistanceMapDataModule(str(root / "cityscapes"), source="annotations", val_batch_size=4,
                                  **_sequence_options((128, 256), 64, "mid", scale))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.distance_maps import DistanceMapDataModule
+from datamodules.distance_map_planes import DistanceMapDataModule
 from genforecast.bench.common import EAGER_FP32, StepVariant, format_results, run_step_variants
 from genforecast.demo_data.cli import ensure_demo_dataset
 from lightning_modules.joint_forecaster import JointForecaster

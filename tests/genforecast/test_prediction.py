@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from datamodules.cityscapes import CityscapesSequenceDataModule
-from datamodules.distance_maps import DistanceMapDataModule
+from datamodules.distance_map_planes import DistanceMapDataModule
 from datamodules.fashion import FashionCatalogueDataModule
 from datamodules.segmentation_scores import SegmentationScoreDataModule
 from datamodules.ucf101 import UCF101DataModule

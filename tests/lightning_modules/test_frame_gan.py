@@ -25,7 +25,7 @@ def _gdl(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def test_generator_objective_sums_all_terms_over_scales():
     torch.manual_seed(0)
-    model = FrameGAN(width_multiplier=1 / 16, lambda_adv=0.05, lambda_lp=1.0, lp=1, lambda_gdl=1.0,
+    model = FrameGAN(width_multiplier=1 / 16, lambda_adv=0.05, lambda_lp=1.0, reconstruction_p=1, lambda_gdl=1.0,
                      evaluate_baselines=False)
     batch = _clips()
     terms = model.generator_losses(batch, torch.Generator())

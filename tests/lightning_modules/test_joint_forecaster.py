@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.joint_forecaster import JointForecaster
-from representations.distance_maps import encode_frame, expand
+from representations.distance_map_encoding import encode_frame, expand
 
 CAR_TRAIN_ID, CAR_LABEL_ID = 13, 26
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from representations.distance_maps import (
+from representations.distance_map_encoding import (
     Track,
     decode_instances,
     encode_frame,

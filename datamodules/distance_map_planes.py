@@ -1,6 +1,6 @@
 """Cached distance-map representations of Cityscapes snippets: the inputs and targets of the JointForecaster.
 
-Every cached frame of a split is turned once into the representation of :mod:`representations.distance_maps`
+Every cached frame of a split is turned once into the representation of :mod:`representations.distance_map_encoding`
 (the class of each pixel, its instance id and its representation value) and stored next to the sequence cache;
 :class:`DistanceMapDataModule` serves it aligned with the frames, with the same crops. Where the frames' objects
 come from (``source``):
@@ -13,7 +13,7 @@ come from (``source``):
 
 Size: 3 bytes per pixel and frame instead of 38 for 19 float16 maps, so the 2,975 training snippets x 7 frames
 at 128x256 take 4.1 GB instead of 52 GB; the 19 maps are expanded on the device
-(:func:`representations.distance_maps.expand`).
+(:func:`representations.distance_map_encoding.expand`).
 
 The cache (:mod:`datamodules.frame_outputs`) records the source, the contour profile and, for predictions, the
 sha256 of both exported models and the score threshold.
@@ -34,7 +34,7 @@ from datamodules.frame_outputs import Batch, FrameOutputDataModule, OutputsOf
 from metrics.cityscapes_labels import INSTANCE_ID_OFFSET, NUM_EVALUATED_CLASSES, label_ids_to_train_ids
 from networks.detector import detect, load_exported_detector
 from networks.segmenter import load_exported_segmenter
-from representations.distance_maps import CONTOUR_HEIGHT, CONTOUR_WIDTH, encode_frame
+from representations.distance_map_encoding import CONTOUR_HEIGHT, CONTOUR_WIDTH, encode_frame
 
 DISTANCE_CACHE_KIND = "distance_maps"
 DISTANCE_CACHE_VERSION = 1

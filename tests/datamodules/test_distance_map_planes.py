@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules.cache import CacheError, ShardedArrayCache
-from datamodules.distance_maps import DistanceMapDataModule
-from representations.distance_maps import encode_frame
+from datamodules.distance_map_planes import DistanceMapDataModule
+from representations.distance_map_encoding import encode_frame
 
 SIZE = [64, 128]
 
@@ -96,7 +96,7 @@ class FakeFrameObjects:
 def test_predict_frames_get_the_planes_the_predictions_cache_holds(cityscapes_demo: Path, tmp_path: Path,
                                                                     segmenter_weights: Path, detector_weights: Path,
                                                                     monkeypatch):
-    monkeypatch.setattr("datamodules.distance_maps.FrameObjectsFromModels", FakeFrameObjects)
+    monkeypatch.setattr("datamodules.distance_map_planes.FrameObjectsFromModels", FakeFrameObjects)
     options = {"source": "predictions", "segmenter_weights": str(segmenter_weights),
                "detector_weights": str(detector_weights), "horizon": "mid", "resolution": SIZE, "val_batch_size": 1,
                "cache_dir": str(tmp_path / "cache")}
