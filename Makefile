@@ -13,7 +13,8 @@ STUDY := $(GENFORECAST) study --trainer $(TRAINER) --logger $(LOGGER) --demo-roo
 
 .PHONY: install test test-slow lint demo-data clean \
 	train-fashion train-framegan train-segforecast train-f2f train-joint \
-	bench-fashion bench-framegan bench-segforecast bench-f2f bench-joint human-study cluster-up cluster-down
+	bench-fashion bench-framegan bench-segforecast bench-f2f bench-joint human-study cluster-up cluster-down \
+	bench-eval bench-data bench-memory bench-overhead bench-gpu gpu-wheels
 
 install: $(STAMP)
 
@@ -65,6 +66,33 @@ train-joint: install
 
 bench-joint: install
 	$(GENFORECAST) bench joint
+
+bench-eval: install
+	$(GENFORECAST) bench eval
+
+bench-data: install
+	$(GENFORECAST) bench data
+
+bench-memory: install
+	$(GENFORECAST) bench memory
+
+bench-overhead: install
+	$(GENFORECAST) bench overhead
+
+# Every GPU figure in one run of at most 8 minutes: outputs/bench/gpu_report.md and .json. The GPU machine has python
+# 3.12 with torch, lightning, torchmetrics, opencv and scikit-image, but neither this venv nor a network: there
+# `make bench-gpu` runs python3 and unpacks onto PYTHONPATH the wheels `make gpu-wheels` downloaded here (PyAV and
+# cityscapesscripts, 36 MB: carry outputs/gpu_wheels along). Where this venv exists, it runs in it.
+GPU_WHEELS ?= outputs/gpu_wheels
+GPU_SITE ?= outputs/gpu_site
+BENCH_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-wheels: install
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --dest $(GPU_WHEELS) av==18.1.0 cityscapesscripts==2.3.0
+
+bench-gpu:
+	@for wheel in $(wildcard $(GPU_WHEELS)/*.whl); do $(BENCH_PYTHON) -m zipfile -e $$wheel $(GPU_SITE); done
+	PYTHONPATH=$(abspath $(GPU_SITE))$${PYTHONPATH:+:$$PYTHONPATH} $(BENCH_PYTHON) -m genforecast.bench.cli gpu
 
 # DesIGN's human evaluation on the fashion demo checkpoints: trains them (make train-fashion's study) when they are
 # missing, creates the study once (reused with its answers afterwards), serves it on 127.0.0.1 and prints the links.

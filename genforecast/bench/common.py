@@ -10,7 +10,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
@@ -138,6 +138,25 @@ class StepVariant:
 
 
 EAGER_FP32 = StepVariant("eager fp32", "32-true", {})
+
+
+def graphed(variant: StepVariant) -> StepVariant:
+    """``variant`` with the whole training step replayed as one CUDA graph (adversarial modules' ``cuda_graph``)."""
+    return StepVariant(f"{variant.name} + CUDA graph", variant.precision, variant.model_options | {"cuda_graph": True})
+
+
+def replays_graphs(variant: StepVariant) -> bool:
+    return variant.model_options.get("cuda_graph", False) or variant.model_options.get("compile_mode") == \
+        "reduce-overhead"
+
+
+def with_eager_flops(results: list[BenchResult], variants: list[StepVariant]) -> list[BenchResult]:
+    """``results`` with the step FLOPs of replayed CUDA graphs (which the dispatcher-level FLOP counter does not see)
+    taken from the first variant that runs eagerly: the same step does the same FLOPs."""
+    eager = next((result.step_flops for result, variant in zip(results, variants) if not replays_graphs(variant)),
+                 None)
+    return [replace(result, step_flops=eager) if replays_graphs(variant) else result
+            for result, variant in zip(results, variants)]
 
 
 def run_step_variants(make_model: Callable[[dict[str, Any]], L.LightningModule],

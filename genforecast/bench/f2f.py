@@ -247,6 +247,22 @@ class Schedule:
         return sequences_seconds / (GPUS * DDP_SCALING_EFFICIENCY)
 
 
+def projection_seconds(bare: dict[str, BenchResult], end_to_end: dict[str, BenchResult],
+                       cached: dict[str, BenchResult]) -> tuple[float, float, float]:
+    """Projected wall time of the paper's schedule on 8 GPUs from one variant's per-level results: (bare steps, end to
+    end, end to end with P5/P4/P3 from the cache), in seconds (see the module docstring)."""
+    schedule = Schedule.from_configs()
+    bare_seconds, full_seconds, cached_seconds = ({level: 1 / result.samples_per_second
+                                                   for level, result in results.items()}
+                                                  for results in (bare, end_to_end, cached))
+    extraction = sum(full_seconds[level] - bare_seconds[level] for level in bare) / len(bare)
+    with_extraction = schedule.finetune_seconds(bare_seconds, extraction)
+    coarse_cached = full_seconds | {stage: cached_seconds[stage] for stage in CACHED_STAGES}
+    return (schedule.projected_seconds(bare_seconds, schedule.finetune_seconds(bare_seconds, 0.0)),
+            schedule.projected_seconds(full_seconds, with_extraction),
+            schedule.projected_seconds(coarse_cached, with_extraction))
+
+
 def print_projection(bare: dict[str, list[BenchResult]], end_to_end: dict[str, list[BenchResult]],
                      cached: dict[str, list[BenchResult]], setting: str) -> None:
     """The projected wall time of the paper's schedule on 8 GPUs per variant (see the module docstring)."""
@@ -255,15 +271,8 @@ def print_projection(bare: dict[str, list[BenchResult]], end_to_end: dict[str, l
     print("| variant | bare steps | end to end (extraction included) | end to end, P5/P4/P3 from the cache |")
     print("|---|---|---|---|")
     for index, variant in enumerate(VARIANTS):
-        bare_seconds, full_seconds, cached_seconds = ({level: 1 / runs[index].samples_per_second
-                                                       for level, runs in results.items()}
-                                                      for results in (bare, end_to_end, cached))
-        extraction = sum(full_seconds[level] - bare_seconds[level] for level in bare) / len(bare)
-        with_extraction = schedule.finetune_seconds(bare_seconds, extraction)
-        coarse_cached = full_seconds | {stage: cached_seconds[stage] for stage in CACHED_STAGES}
-        projections = [schedule.projected_seconds(bare_seconds, schedule.finetune_seconds(bare_seconds, 0.0)),
-                       schedule.projected_seconds(full_seconds, with_extraction),
-                       schedule.projected_seconds(coarse_cached, with_extraction)]
+        projections = projection_seconds(*({level: runs[index] for level, runs in results.items()}
+                                           for results in (bare, end_to_end, cached)))
         print(f"| {variant.name} | " + " | ".join(f"{seconds / 3600:,.1f} h ({seconds / 86400:.2f} days)"
                                                   for seconds in projections) + " |")
     epochs = ", ".join(str(schedule.epochs[stage]) for stage in SCHEDULE)
@@ -275,38 +284,59 @@ def print_projection(bare: dict[str, list[BenchResult]], end_to_end: dict[str, l
           f"training or feature extraction for the cache. The paper reports about 6 days of training.")
 
 
-def run(args: argparse.Namespace) -> None:
+@dataclass(frozen=True)
+class Setup:
+    """Where and at what size the F2F steps run: the data root, the detector export, the frame size and each FPN
+    level's (h, w) at that size."""
+
+    root: Path
+    detector: Path
+    resolution: tuple[int, int]
+    sizes: dict[str, tuple[int, int]]
+
+
+def setup(args: argparse.Namespace) -> Setup:
     on_gpu = torch.cuda.is_available()
     resolution = tuple(args.resolution or (PAPER_RESOLUTION if on_gpu else CPU_RESOLUTION))
     root = Path(os.environ.get("CITYSCAPES_DATASET") or ensure_demo_dataset("cityscapes", args.data_root))
     detector = detector_file(resolution, on_gpu)
-    sizes = level_sizes(detector, resolution)
-    setting = f"{resolution[0]}x{resolution[1]}, batch {args.batch_size}, width x{args.width_multiplier}"
+    return Setup(root, detector, resolution, level_sizes(detector, resolution))
+
+
+def measure_level(where: Setup, level: str, args: argparse.Namespace, step_variants: list[StepVariant],
+                  cached: bool = True) -> tuple[list[BenchResult], list[BenchResult], list[BenchResult]]:
+    """One level's (bare, end to end, cached end to end) results of each variant (see the module docstring);
+    ``cached=False`` leaves the last empty (no feature cache is written)."""
+    config = stage_config(level)
+    model, data = config["model"]["init_args"], config["data"]["init_args"]
+    shape = (args.batch_size, data["num_inputs"] + model["horizon_steps"], FPN_CHANNELS, *where.sizes[level])
+    make_model = partial(make_forecaster, where.detector, level, args.width_multiplier)
+    run_variants = partial(run_step_variants, variants=step_variants, samples_per_step=args.batch_size,
+                           warmup=args.warmup, steps=args.steps, updates_per_step=1)
+    bare = run_variants(partial(make_bare_step, where.detector, level, args.width_multiplier),
+                        partial(PrecomputedFeatures, level, shape, args.warmup + args.steps))
+    sequence_options = {"horizon": data["horizon"], "num_inputs": data["num_inputs"],
+                        "frame_step": data["frame_step"], "resolution": where.resolution, "crop_size": None,
+                        "batch_size": args.batch_size, "load_instances": data["load_instances"],
+                        "num_workers": args.num_workers}
+    end_to_end = run_variants(make_model, partial(CityscapesSequenceDataModule, str(where.root), **sequence_options))
+    from_cache = run_variants(make_model, partial(FPNFeatureDataModule, str(where.root),
+                                                  detector_weights=str(where.detector), cached_levels=[level],
+                                                  **sequence_options)) if cached else []
+    return bare, end_to_end, from_cache
+
+
+def run(args: argparse.Namespace) -> None:
+    where = setup(args)
+    setting = f"{where.resolution[0]}x{where.resolution[1]}, batch {args.batch_size}, width x{args.width_multiplier}"
     bare, end_to_end, cached = {}, {}, {}
     for level in args.levels:
+        bare[level], end_to_end[level], cached[level] = measure_level(where, level, args, VARIANTS)
         config = stage_config(level)
-        model, data = config["model"]["init_args"], config["data"]["init_args"]
-        frames = data["num_inputs"] + model["horizon_steps"]
-        shape = (args.batch_size, frames, FPN_CHANNELS, *sizes[level])
-        make_model = partial(make_forecaster, detector, level, args.width_multiplier)
-        bare[level] = run_step_variants(
-            partial(make_bare_step, detector, level, args.width_multiplier),
-            partial(PrecomputedFeatures, level, shape, args.warmup + args.steps), VARIANTS,
-            samples_per_step=args.batch_size, warmup=args.warmup, steps=args.steps, updates_per_step=1)
-        sequence_options = {"horizon": data["horizon"], "num_inputs": data["num_inputs"],
-                            "frame_step": data["frame_step"], "resolution": resolution, "crop_size": None,
-                            "batch_size": args.batch_size, "load_instances": data["load_instances"],
-                            "num_workers": args.num_workers}
-        make_datamodule = partial(CityscapesSequenceDataModule, str(root), **sequence_options)
-        end_to_end[level] = run_step_variants(make_model, make_datamodule, VARIANTS, samples_per_step=args.batch_size,
-                                              warmup=args.warmup, steps=args.steps, updates_per_step=1)
-        make_cached_datamodule = partial(FPNFeatureDataModule, str(root), detector_weights=str(detector),
-                                         cached_levels=[level], **sequence_options)
-        cached[level] = run_step_variants(make_model, make_cached_datamodule, VARIANTS,
-                                          samples_per_step=args.batch_size, warmup=args.warmup, steps=args.steps,
-                                          updates_per_step=1)
-        print(f"\nF2F {level.upper()} step ({model['optimizer']}), {setting}, {level.upper()} features "
-              f"{FPN_CHANNELS}x{sizes[level][0]}x{sizes[level][1]}, {frames} frames per sequence")
+        frames = config["data"]["init_args"]["num_inputs"] + config["model"]["init_args"]["horizon_steps"]
+        height, width = where.sizes[level]
+        print(f"\nF2F {level.upper()} step ({config['model']['init_args']['optimizer']}), {setting}, "
+              f"{level.upper()} features {FPN_CHANNELS}x{height}x{width}, {frames} frames per sequence")
         print("bare step (precomputed features, no detector):")
         print(format_results(bare[level], "sequence", rate_decimals=1))
         print("end to end (the frozen detector extracts the features in the step):")

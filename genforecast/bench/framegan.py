@@ -4,10 +4,13 @@ Three measurements, each a real ``Trainer.fit`` or loader pass on the procedural
 ``UCF101_ROOT``): the paper's setting (batch 8), a large batch, and the data pipeline alone (clips/s from the
 cache), which must stay well ahead of the step rate.
 
-On CUDA a third variant adds ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) to bf16-mixed +
-channels_last: at batch 8 the step is bound by kernel launches, not by the GPU. Its warm-up steps include
-compilation (tens of seconds at the paper's widths). Without CUDA it is skipped unless ``--compile-on-cpu``
-asks for ``compile_mode="default"`` (inductor's C++ kernels; compiling takes minutes on a few cores).
+On CUDA more variants replay CUDA graphs: at batch 8 the step is bound by kernel launches, not by the GPU. Both
+variants as one whole-step CUDA graph (``cuda_graph=True``: both updates, losses, guard and fused optimiser steps
+in one replay), and ``torch.compile(mode="reduce-overhead")`` of the networks' forwards on bf16-mixed +
+channels_last, whose warm-up steps include compilation (tens of seconds at the paper's widths). Without CUDA the
+compiled variant is skipped unless ``--compile-on-cpu`` asks for ``compile_mode="default"`` (inductor's C++
+kernels; compiling takes minutes on a few cores). Graph replays bypass the FLOP counter: their rows count the
+eager step's FLOPs.
 """
 
 from __future__ import annotations
@@ -15,14 +18,21 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
 from datamodules.ucf101 import UCF101DataModule
-from genforecast.bench.common import EAGER_FP32, StepVariant, format_results, run_step_variants
+from genforecast.bench.common import (
+    EAGER_FP32,
+    BenchResult,
+    StepVariant,
+    format_results,
+    graphed,
+    run_step_variants,
+    with_eager_flops,
+)
 from genforecast.demo_data.cli import ensure_demo_dataset
 from lightning_modules.frame_gan import FrameGAN
 
@@ -56,6 +66,11 @@ def _compiled_variants(compile_on_cpu: bool) -> list[StepVariant]:
     return []
 
 
+def graphed_variants() -> list[StepVariant]:
+    """The whole-step CUDA graph (``cuda_graph=True``) of both variants, on CUDA."""
+    return [graphed(variant) for variant in VARIANTS] if torch.cuda.is_available() else []
+
+
 def _datamodule(root: Path, batch_size: int, num_workers: int) -> UCF101DataModule:
     return UCF101DataModule(str(root), batch_size=batch_size, num_workers=num_workers, eval_stride=1)
 
@@ -79,28 +94,38 @@ def _pipeline_clips_per_second(root: Path, batch_size: int, num_workers: int, ba
     return clips / (time.perf_counter() - start)
 
 
-def run(args: argparse.Namespace) -> None:
-    root = Path(os.environ.get("UCF101_ROOT") or ensure_demo_dataset("ucf101", args.data_root))
-    def make_model(options: dict) -> FrameGAN:
-        return FrameGAN(width_multiplier=args.width_multiplier, evaluate_baselines=False, **options)
+def demo_root(data_root: str) -> Path:
+    return Path(os.environ.get("UCF101_ROOT") or ensure_demo_dataset("ucf101", data_root))
 
-    compiled_variants = _compiled_variants(args.compile_on_cpu)
+
+def measure(root: Path, batch_size: int, width_multiplier: float, step_variants: list[StepVariant],
+            num_workers: int, warmup: int, steps: int) -> tuple[list[BenchResult], list[str]]:
+    """Timed ``Trainer.fit`` runs of each variant at ``batch_size``, and the failures of the variants that compile."""
+    def make_model(options: dict) -> FrameGAN:
+        return FrameGAN(width_multiplier=width_multiplier, evaluate_baselines=False, **options)
+
+    run_variants = partial(run_step_variants, make_model, partial(_datamodule, root, batch_size, num_workers),
+                           samples_per_step=batch_size, warmup=warmup, steps=steps, updates_per_step=2)
+    results, timed, failures = [], [], []
+    for variant in step_variants:
+        # A compiler failure (torch 2.11 fails on some compiled convolution backwards) is a result to report, not
+        # a reason to lose the other rows.
+        try:
+            results += run_variants([variant])
+            timed.append(variant)
+        except Exception as error:
+            if "compile_mode" not in variant.model_options:
+                raise
+            failures.append(f"{variant.name} failed: {type(error).__name__}: {str(error).strip()[:300]}")
+    return with_eager_flops(results, timed), failures
+
+
+def run(args: argparse.Namespace) -> None:
+    root = demo_root(args.data_root)
+    step_variants = VARIANTS + graphed_variants() + _compiled_variants(args.compile_on_cpu)
     for batch_size in args.batch_sizes:
-        run_variants = partial(run_step_variants, make_model, partial(_datamodule, root, batch_size, args.num_workers),
-                               samples_per_step=batch_size, warmup=args.warmup, steps=args.steps, updates_per_step=2)
-        results = run_variants(VARIANTS)
-        failures = []
-        for variant in compiled_variants:
-            # A compiler failure (torch 2.11 fails on some compiled convolution backwards) is a result to report,
-            # not a reason to lose the eager rows.
-            try:
-                compiled_results = run_variants([variant])
-            except Exception as error:
-                failures.append(f"{variant.name} failed: {type(error).__name__}: {str(error).strip()[:300]}")
-                continue
-            # The FLOP counter counts at the dispatcher, which CUDA graph replays bypass; the compiled step does
-            # the eager step's FLOPs.
-            results += [replace(result, step_flops=results[0].step_flops) for result in compiled_results]
+        results, failures = measure(root, batch_size, args.width_multiplier, step_variants, args.num_workers,
+                                    args.warmup, args.steps)
         print(f"\nFrameGAN Adv+GDL step, 32x32 patches, batch {batch_size}, width x{args.width_multiplier}")
         print(format_results(results, "clip"))
         for failure in failures:
