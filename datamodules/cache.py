@@ -244,7 +244,10 @@ def gather_windows(located: Sequence[tuple[np.ndarray, int]], frame_positions: n
             continue
         top, left = windows[sample]
         rows, columns = slice(top, top + height), slice(left, left + width)
-        out[sample] = array[index, frame_positions, ..., rows, columns] if per_frame else array[index, ..., rows, columns]
+        if per_frame:
+            out[sample] = array[index, frame_positions, ..., rows, columns]
+        else:
+            out[sample] = array[index, ..., rows, columns]
     return out
 
 
@@ -428,8 +431,8 @@ class ShardedArrayCache:
             shards, start = [], 0
             for shard, stop in enumerate(self.shard_stops.tolist()):
                 path = shard_path(self.cache_path, shard)
-                arrays, _meta = read_array_cache(path, _expected_shard_meta(self.expect_meta, self.manifest_meta, shard),
-                                                 mmap=True)
+                expected = _expected_shard_meta(self.expect_meta, self.manifest_meta, shard)
+                arrays, _meta = read_array_cache(path, expected, mmap=True)
                 rows = len(next(iter(arrays.values())))
                 if rows != stop - start:
                     raise CacheError(f"{path}: {rows} rows but the manifest records {stop - start}; rebuild the cache")

@@ -116,8 +116,9 @@ def planes_to_batch(gathered: Mapping[str, np.ndarray]) -> Batch:
 class DistanceMapDataModule(FrameOutputDataModule):
     """:class:`CityscapesSequenceDataModule` batches plus the distance-map planes of their frames.
 
-    The planes of every cached frame of train and val are computed once (:class:`datamodules.frame_outputs.
-    FrameOutputDataModule`) into ``<cache_dir>/distance_maps_<split>_<h>x<w>_<source>_<contour>[_<score threshold>_<model shas>]_<sequences>``.
+    The planes of every cached frame of train and val are computed once
+    (:class:`datamodules.frame_outputs.FrameOutputDataModule`) into
+    ``<cache_dir>/distance_maps_<split>_<h>x<w>_<source>_<contour>[_<score threshold>_<model shas>]_<sequences>``.
     Batches gain ``frame_classes`` uint8, ``frame_instances`` int32 and ``frame_values`` float16, all (B, T, h, w),
     of exactly the frames and crop windows of ``frames``.
 

@@ -137,8 +137,8 @@ def features_of(detector: nn.Module, levels: Sequence[str], batch_size: int, dev
 def extract_features(detector: nn.Module, dataset: CachedSequences, cache_path: str | os.PathLike,
                      meta: Mapping[str, Any], batch_size: int, device: str | torch.device,
                      shard_size: int = FEATURE_SHARD_SIZE) -> Path:
-    """Run ``detector``'s backbone over every frame of ``dataset`` (:func:`features_of`) and store the ``meta["levels"]``
-    features under ``cache_path`` (:func:`datamodules.frame_outputs.extract_frame_outputs`)."""
+    """Run ``detector``'s backbone over every frame of ``dataset`` (:func:`features_of`) and store the
+    ``meta["levels"]`` features under ``cache_path`` (:func:`datamodules.frame_outputs.extract_frame_outputs`)."""
     outputs = features_of(detector, meta["levels"], batch_size, device)
     return extract_frame_outputs(outputs, dataset, cache_path, meta, shard_size, "FPN features")
 
@@ -196,7 +196,8 @@ class FPNFeatureDataModule(FrameOutputDataModule):
         """sha256 of the exported detector file (read once)."""
         if not self.detector_weights.is_file():
             raise FileNotFoundError(f"{self.detector_weights} does not exist: cached FPN features need the exported "
-                                    "detector; train it first with `genforecast fit --config configs/f2f/detector.yaml`")
+                                    "detector; train it first with `genforecast fit --config "
+                                    "configs/f2f/detector.yaml`")
         return self.weights_sha256(self.detector_weights)
 
     def output_identity(self) -> dict[str, Any]:

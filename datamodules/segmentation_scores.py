@@ -55,7 +55,8 @@ def segmenter_scores(segmenter: nn.Module, frames: torch.Tensor, num_classes: in
 
 def scores_of(segmenter: nn.Module, num_classes: int, batch_size: int, device: str | torch.device) -> OutputsOf:
     """The outputs function of a score cache: ``{"scores": float16 (N, T, num_classes, h, w)}`` of a batch's
-    ``frames`` (N, T, 3, h, w), ``batch_size`` frames per forward pass of ``segmenter`` (in eval mode, on ``device``)."""
+    ``frames`` (N, T, 3, h, w), ``batch_size`` frames per forward pass of ``segmenter`` (in eval mode, on
+    ``device``)."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = torch.device(device)
@@ -164,4 +165,5 @@ class SegmentationScoreDataModule(FrameOutputDataModule):
         """The parent's summary plus the segmenter the scores come from."""
         identity = self.output_identity()
         return {**super().describe(), "segmenter": str(self.segmenter_weights),
-                "segmenter_architecture": identity["architecture"], "segmenter_sha256": identity["segmenter_sha256"][:12]}
+                "segmenter_architecture": identity["architecture"],
+                "segmenter_sha256": identity["segmenter_sha256"][:12]}

@@ -1,7 +1,9 @@
 """``genforecast study <family>``: train a paper's variants the same way and print one results table.
 
 A study is a list of ordinary ``genforecast fit`` runs (the same configs a user runs by hand, plus the family's
-demo overlay when the data is the procedural demo set) followed by a final validation of each run. Each stage is
+demo overlays when the data is the procedural demo set) followed by a final validation of each run. Each study
+module declares its runs as :class:`Stage` data (``DEMO_STAGES``: the runs of its demo), which the config tests
+compose too. Each stage is
 a run of its own (its own run folder and W&B run); later stages read what earlier ones wrote from those folders.
 The study's tables are printed, written to its own folder ``outputs/<family>/study/<run id>/`` (``results.md``,
 ``results.json``; ``outputs/<family>/study/latest`` is the newest) and, with the W&B logger, logged as W&B
@@ -90,6 +92,20 @@ def finish_wandb_run() -> None:
 
     if wandb.run is not None:
         wandb.finish()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of a study: its experiment config and the demo overlays composed after it on the procedural demo data,
+    each a path under the config folder without ``.yaml`` (``"fashion/gan"``, ``"fashion/demo/gan"``)."""
+
+    config: str
+    demo_overlays: tuple[str, ...] = ()
+
+    def files(self, setup: StudySetup) -> list[Path]:
+        """The run's ``--config`` files: the presets, the experiment config and, on demo data, its overlays."""
+        names = (self.config, *(self.demo_overlays if setup.demo else ()))
+        return [*setup.presets, *(setup.configs / f"{name}.yaml" for name in names)]
 
 
 @dataclass

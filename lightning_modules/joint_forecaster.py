@@ -101,8 +101,8 @@ class JointForecaster(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        network = make_segmentation_forecaster(architecture, NUM_EVALUATED_CLASSES, NUM_EVALUATED_CLASSES, num_input_frames,
-                                               width_multiplier)
+        network = make_segmentation_forecaster(architecture, NUM_EVALUATED_CLASSES, NUM_EVALUATED_CLASSES,
+                                               num_input_frames, width_multiplier)
         self.network = ResidualForecaster(network) if residual else network
         if channels_last:
             self.network.to(memory_format=torch.channels_last)

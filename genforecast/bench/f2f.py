@@ -56,11 +56,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
 from datamodules.cityscapes import CityscapesSequenceDataModule
 from datamodules.fpn_features import FPNFeatureDataModule
 from genforecast.bench.common import EAGER_FP32, BenchResult, StepVariant, format_results, run_step_variants
+from genforecast.config_files import read_config
 from genforecast.demo_data.cli import ensure_demo_dataset
 from lightning_modules.f2f_forecaster import FORECAST_LEVELS, F2FForecaster
 from networks.detector import (
@@ -100,8 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def stage_config(stage: str) -> dict[str, Any]:
-    """The parsed ``configs/f2f/<stage>.yaml`` (interpolations are left as strings; only plain values are read)."""
-    return yaml.safe_load((CONFIGS / f"{stage}.yaml").read_text())
+    """The composed ``configs/f2f/<stage>.yaml`` (interpolations are left as strings; only plain values are read)."""
+    return read_config(CONFIGS / f"{stage}.yaml")
 
 
 def detector_file(resolution: tuple[int, int], on_gpu: bool) -> Path:

@@ -803,19 +803,3 @@ def write_cityscapes_sequences(root: str | Path, cities: Sequence[str] = ("demov
                         (folders["gtFine"] / label_file_name(city, snippet, frame, "polygons")).write_text(
                             json.dumps(polygons))
     return root
-
-
-def delete_sequence_frames(root: str | Path, split: str, snippet_indices: Sequence[int] = (10,),
-                           snippets: Sequence[int] = (0,), city: str = "demoville") -> list[str]:
-    """Delete ``leftImg8bit_sequence`` frames (by snippet index) of the given snippets; returns the deleted names.
-
-    A test helper for the missing-frames path of ``datamodules.cityscapes``.
-    """
-    deleted = []
-    for snippet in snippets:
-        first = annotated_frame_number(snippet) - ANNOTATED_INDEX
-        for index in snippet_indices:
-            name = frame_file_name(city, snippet, first + index)
-            (Path(root) / "leftImg8bit_sequence" / split / city / name).unlink()
-            deleted.append(name)
-    return deleted

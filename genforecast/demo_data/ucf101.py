@@ -180,15 +180,6 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = FPS) -> Path:
     return path
 
 
-def write_truncated_copy(source: str | Path, target: str | Path, keep_fraction: float = 0.5) -> Path:
-    """Copy the first ``keep_fraction`` of a file's bytes, like an interrupted download (for tests)."""
-    data = Path(source).read_bytes()
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data[:int(len(data) * keep_fraction)])
-    return target
-
-
 def fold_test_groups(fold: int, groups: int) -> set[int]:
     """The 1-based groups on the test side of ``fold`` (1..3): groups g with (g - 1) % 3 == fold - 1.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from genforecast import runs
 from genforecast.study import (
     FORECAST_COLUMNS,
+    Stage,
     fit_and_validate,
     forecast_rows,
     publish_results,
@@ -28,6 +29,10 @@ from genforecast.study import (
 
 SCHEDULE = ("p5", "p4", "p3", "p2", "ar_finetune")
 """The paper's stages on real data, each initialised from the previous one's last checkpoint (see the configs)."""
+DETECTOR = Stage("f2f/detector", ("f2f/demo/detector",))
+DEMO_FORECASTER = Stage("f2f/p5", ("f2f/demo/f2f",))
+"""On the demo, one forecaster of all levels (the overlay) instead of the schedule."""
+DEMO_STAGES = [DETECTOR, DEMO_FORECASTER]
 
 ROWS = {"model": "F2F (forecast features)", "copy_last": "copy last frame (detector)",
         "optical_flow": "optical-flow warp (detector masks)", "oracle": "oracle (detector on target)"}
@@ -35,22 +40,17 @@ ROWS = {"model": "F2F (forecast features)", "copy_last": "copy last frame (detec
 
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
-    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
     detector = Path(os.environ.get("F2F_DETECTOR", runs.latest_file("f2f", "detector", "detector.pt")))
     if not detector.is_file():
-        overlay = [configs / "f2f" / "demo" / "detector.yaml"] if demo else []
-        fit_and_validate([*presets, configs / "f2f" / "detector.yaml", *overlay], overrides)
-    if demo:
-        stages = [("demo_all_levels", [configs / "f2f" / "p5.yaml", configs / "f2f" / "demo" / "f2f.yaml"])]
-    else:
-        stages = [(stage, [configs / "f2f" / f"{stage}.yaml"]) for stage in SCHEDULE]
-    resume = [] if demo else ["--ckpt_path=last"]  # a stage with a newest run resumes (or returns) from it
-    for _, stage_configs in stages:
-        trained = fit_and_validate([*presets, *stage_configs], [*overrides, *resume])
-    short = validate([*presets, *stages[-1][1]],
-                     [*overrides, f"--ckpt_path={trained.last_checkpoint}", "--data.init_args.horizon=short",
+        fit_and_validate(DETECTOR.files(setup), setup.overrides)
+    stages = [DEMO_FORECASTER] if setup.demo else [Stage(f"f2f/{stage}") for stage in SCHEDULE]
+    resume = [] if setup.demo else ["--ckpt_path=last"]  # a stage with a newest run resumes (or returns) from it
+    for stage in stages:
+        trained = fit_and_validate(stage.files(setup), [*setup.overrides, *resume])
+    short = validate(stages[-1].files(setup),
+                     [*setup.overrides, f"--ckpt_path={trained.last_checkpoint}", "--data.init_args.horizon=short",
                       "--model.init_args.horizon_steps=1"])
     rows = forecast_rows(ROWS, short, trained, trained="model")
-    source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
+    source = "procedural Cityscapes-format demo" if setup.demo else os.environ["CITYSCAPES_DATASET"]
     publish_results(args, "f2f", f"F2F study ({source}), instance AP / AP50 and MO-mIoU in %",
                     {"forecasting": (rows, FORECAST_COLUMNS)}, rows=rows)

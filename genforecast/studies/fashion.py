@@ -13,7 +13,14 @@ import os
 from pathlib import Path
 
 from genforecast import runs
-from genforecast.study import fit_and_validate, publish_results, study_setup
+from genforecast.study import Stage, fit_and_validate, publish_results, study_setup
+
+CLASSIFIER = Stage("fashion/classifier", ("fashion/demo/classifier",))
+VARIANTS = {variant: Stage(f"fashion/{variant}", ("fashion/demo/gan",))
+            for variant in ("gan", "can", "canh", "gan_shape", "can_shape", "canh_shape")}
+DEMO_VARIANTS = ("gan", "can", "canh")
+"""The variants of the study; ``--all-variants`` adds the shape-conditioned ones."""
+DEMO_STAGES = [CLASSIFIER, *(VARIANTS[variant] for variant in DEMO_VARIANTS)]
 
 COLUMNS = [("variant", "variant"), ("val/shape_entropy", "shape entropy"), ("val/texture_entropy", "texture entropy"),
            ("val/shape_score", "shape score"), ("val/texture_score", "texture score"),
@@ -23,18 +30,14 @@ COLUMNS = [("variant", "variant"), ("val/shape_entropy", "shape entropy"), ("val
 
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "fashion", "FASHION_CATALOGUE")
-    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
     classifier_path = Path(os.environ.get("FASHION_CLASSIFIER", runs.latest_file("fashion", "classifier",
                                                                                   "classifier.pt")))
     if not classifier_path.is_file():
-        overlay = [configs / "fashion" / "demo" / "classifier.yaml"] if demo else []
-        classifier = fit_and_validate([*presets, configs / "fashion" / "classifier.yaml", *overlay], overrides)
+        classifier = fit_and_validate(CLASSIFIER.files(setup), setup.overrides)
         print(f"classifier: {classifier.metrics}")
-    variants = ["gan", "can", "canh"] + (["gan_shape", "can_shape", "canh_shape"] if args.all_variants else [])
     rows = []
-    for variant in variants:
-        overlay = [configs / "fashion" / "demo" / "gan.yaml"] if demo else []
-        trained = fit_and_validate([*presets, configs / "fashion" / f"{variant}.yaml", *overlay], overrides)
+    for variant in VARIANTS if args.all_variants else DEMO_VARIANTS:
+        trained = fit_and_validate(VARIANTS[variant].files(setup), setup.overrides)
         rows.append({"variant": variant, **trained.metrics})
-    source = "procedural demo catalogue" if demo else os.environ["FASHION_CATALOGUE"]
+    source = "procedural demo catalogue" if setup.demo else os.environ["FASHION_CATALOGUE"]
     publish_results(args, "fashion", f"DesIGN study ({source})", {"variants": (rows, COLUMNS)}, rows=rows)

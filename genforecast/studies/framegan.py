@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import os
 
-from genforecast.study import fit_and_validate, publish_results, study_setup
+from genforecast.study import Stage, fit_and_validate, publish_results, study_setup
 
-DEMO_VARIANTS = ["gdl_l1", "adv_gdl"]
-ALL_VARIANTS = ["single_scale_l2", "l2", "l1", "gdl_l1", "adv", "adv_gdl"]
+VARIANTS = {variant: Stage(f"framegan/{variant}", ("framegan/demo/train",))
+            for variant in ("single_scale_l2", "l2", "l1", "gdl_l1", "adv", "adv_gdl")}
+"""Table 1's rows, in its order."""
+DEMO_VARIANTS = ("gdl_l1", "adv_gdl")
+"""The rows of the study; ``--all-variants`` runs all of Table 1."""
+DEMO_STAGES = [VARIANTS[variant] for variant in DEMO_VARIANTS]
 METRICS = [("psnr", "PSNR"), ("ssim", "SSIM"), ("sharpness", "sharp.")]
 
 
-def _columns(region: str) -> list[tuple[str, str]]:
+def region_columns(region: str) -> list[tuple[str, str]]:
+    """The columns of the ``"moving"`` areas or ``"full"`` frames table: each metric of the 1st and 2nd frame."""
     return [("row", "method")] + [(f"{name}_{region}_{step}", f"{label} {step}{'st' if step == 1 else 'nd'}")
                                   for step in (1, 2) for name, label in METRICS]
 
@@ -36,12 +41,10 @@ def _rows(variant: str, metrics: dict[str, float], with_baselines: bool) -> list
 
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "ucf101", "UCF101_ROOT")
-    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
-    overlay = [configs / "framegan" / "demo" / "train.yaml"] if demo else []
     rows: list[dict[str, object]] = []
-    for index, variant in enumerate(ALL_VARIANTS if args.all_variants else DEMO_VARIANTS):
-        trained = fit_and_validate([*presets, configs / "framegan" / f"{variant}.yaml", *overlay], overrides)
+    for index, variant in enumerate(VARIANTS if args.all_variants else DEMO_VARIANTS):
+        trained = fit_and_validate(VARIANTS[variant].files(setup), setup.overrides)
         rows += _rows(variant, trained.metrics, with_baselines=index == 0)
-    source = "procedural UCF101-format demo" if demo else os.environ["UCF101_ROOT"]
+    source = "procedural UCF101-format demo" if setup.demo else os.environ["UCF101_ROOT"]
     publish_results(args, "framegan", f"Mathieu et al. 2016 study ({source})",
-                    {"moving areas": (rows, _columns("moving")), "full frames": (rows, _columns("full"))}, rows=rows)
+                    {"moving areas": (rows, region_columns("moving")), "full frames": (rows, region_columns("full"))}, rows=rows)

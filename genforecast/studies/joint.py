@@ -20,6 +20,7 @@ from genforecast import runs
 from genforecast.cli import UserError
 from genforecast.study import (
     FORECAST_COLUMNS,
+    Stage,
     fit_and_validate,
     forecast_rows,
     publish_results,
@@ -28,27 +29,28 @@ from genforecast.study import (
     validate,
 )
 
+FORECASTER = Stage("joint/distance_ar", ("joint/demo/forecaster",))
+DEMO_STAGES = [FORECASTER]
+
 ROWS = {"model": "distance maps (JointForecaster)", "copy_last": "copy last frame (its objects)",
         "optical_flow": "optical-flow warp (its objects)"}
 
 
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
-    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
-    if not demo:
+    if not setup.demo:
         for variable, default in (("CITYSCAPES_SEGMENTER", runs.latest_file("segforecast", "segmenter", "segmenter.pt")),
                                   ("F2F_DETECTOR", runs.latest_file("f2f", "detector", "detector.pt"))):
             if not Path(os.environ.get(variable, default)).is_file():
                 raise UserError(f"the joint study on Cityscapes needs the exported models: {variable} (or {default}) "
                                  f"does not exist; run `make train-segforecast` and `make train-f2f` first")
-    config = [*presets, configs / "joint" / "distance_ar.yaml"]
-    config += [configs / "joint" / "demo" / "forecaster.yaml"] if demo else []
-    mid = fit_and_validate(config, overrides)
-    short = validate(config, [*overrides, f"--ckpt_path={mid.last_checkpoint}", "--data.init_args.horizon=short",
+    config = FORECASTER.files(setup)
+    mid = fit_and_validate(config, setup.overrides)
+    short = validate(config, [*setup.overrides, f"--ckpt_path={mid.last_checkpoint}", "--data.init_args.horizon=short",
                               "--model.init_args.horizon_steps=1"])
     rows = forecast_rows(ROWS, short, mid, trained="model")
     f2f_rows = read_rows("f2f")
-    source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
+    source = "procedural Cityscapes-format demo" if setup.demo else os.environ["CITYSCAPES_DATASET"]
     note = "" if f2f_rows else "\n(no F2F rows: run `make train-f2f` to add them)"
     publish_results(args, "joint", f"Future instance and semantic segmentation ({source}), in %",
                     {"forecasting": (f2f_rows + rows, FORECAST_COLUMNS)}, note, rows=rows)

@@ -13,7 +13,12 @@ import os
 from pathlib import Path
 
 from genforecast import runs
-from genforecast.study import StageRun, fit_and_validate, publish_results, study_setup
+from genforecast.study import Stage, StageRun, fit_and_validate, publish_results, study_setup
+
+SEGMENTER = Stage("segforecast/segmenter", ("segforecast/demo/segmenter",))
+AUTOREGRESSIVE = Stage("segforecast/s2s_ar", ("segforecast/demo/forecaster",))
+FINETUNED = Stage("segforecast/s2s_ar_finetune", ("segforecast/demo/forecaster", "segforecast/demo/ar_finetune"))
+DEMO_STAGES = [SEGMENTER, AUTOREGRESSIVE, FINETUNED]
 
 ROWS = {"copy_last": "copy last segmentation", "optical_flow": "optical-flow warp"}
 COLUMNS = [("row", "method"), ("miou_gt", "mIoU (GT)"), ("mo_miou_gt", "MO-mIoU (GT)"),
@@ -28,19 +33,15 @@ def _row(name: str, predictor: str, stage: StageRun) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> None:
     setup = study_setup(args, "cityscapes", "CITYSCAPES_DATASET")
-    configs, presets, demo, overrides = setup.configs, setup.presets, setup.demo, setup.overrides
     segmenter = Path(os.environ.get("CITYSCAPES_SEGMENTER", runs.latest_file("segforecast", "segmenter",
                                                                               "segmenter.pt")))
     if not segmenter.is_file():
-        overlay = [configs / "segforecast" / "demo" / "segmenter.yaml"] if demo else []
-        fit_and_validate([*presets, configs / "segforecast" / "segmenter.yaml", *overlay], overrides)
-    overlay = [configs / "segforecast" / "demo" / "forecaster.yaml"] if demo else []
-    autoregressive = fit_and_validate([*presets, configs / "segforecast" / "s2s_ar.yaml", *overlay], overrides)
-    overlay += [configs / "segforecast" / "demo" / "ar_finetune.yaml"] if demo else []
-    finetuned = fit_and_validate([*presets, configs / "segforecast" / "s2s_ar_finetune.yaml", *overlay],
-                                 [*overrides, f"--model.init_args.init_weights={autoregressive.last_checkpoint}"])
+        fit_and_validate(SEGMENTER.files(setup), setup.overrides)
+    autoregressive = fit_and_validate(AUTOREGRESSIVE.files(setup), setup.overrides)
+    start_from = f"--model.init_args.init_weights={autoregressive.last_checkpoint}"
+    finetuned = fit_and_validate(FINETUNED.files(setup), [*setup.overrides, start_from])
     rows = [_row(name, predictor, autoregressive) for predictor, name in ROWS.items()]
     rows += [_row("S2S autoregressive", "model", autoregressive), _row("S2S AR fine-tuned", "model", finetuned)]
-    source = "procedural Cityscapes-format demo" if demo else os.environ["CITYSCAPES_DATASET"]
+    source = "procedural Cityscapes-format demo" if setup.demo else os.environ["CITYSCAPES_DATASET"]
     publish_results(args, "segforecast", f"S2S study, mid-term ({source}), in %", {"mid-term": (rows, COLUMNS)},
                     rows=rows)

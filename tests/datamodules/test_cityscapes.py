@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from damaged_data import delete_sequence_frames
 from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules import cityscapes
@@ -20,7 +21,7 @@ from datamodules.cityscapes import (
     index_sequences,
     snippet_frame_indices,
 )
-from genforecast.demo_data.cityscapes import delete_sequence_frames, write_cityscapes_sequences
+from genforecast.demo_data.cityscapes import write_cityscapes_sequences
 from metrics.cityscapes_labels import label_id_to_train_id_table
 
 SIZE = (64, 128)

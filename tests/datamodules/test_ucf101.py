@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from damaged_data import write_truncated_copy
 from lightning.pytorch.trainer.states import TrainerFn
 
 from datamodules import ucf101
@@ -22,7 +23,7 @@ from datamodules.ucf101 import (
     read_ucf101_split,
 )
 from datamodules.video import CorruptVideoError, VideoEntry, fit_frame, motion_score, read_video
-from genforecast.demo_data.ucf101 import render_video, write_truncated_copy, write_ucf101, write_video
+from genforecast.demo_data.ucf101 import render_video, write_ucf101, write_video
 
 SIZE = (60, 80)
 QUIRK = "HandstandPushups/v_HandStandPushups_g01_c01.avi"

@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from damaged_data import write_truncated_copy
 
 from datamodules import cache as cache_module
 from datamodules.cache import MANIFEST_NAME, SHARD_NAME_PATTERN, CacheError, read_array_cache, shard_path
@@ -24,7 +25,7 @@ from datamodules.video import (
     read_video,
     sample_moving_patch,
 )
-from genforecast.demo_data.ucf101 import render_video, write_truncated_copy, write_video
+from genforecast.demo_data.ucf101 import render_video, write_video
 
 SIZE = (48, 64)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tiny_configs import EXPERIMENTS, FAMILY_ENVIRONMENT, PRESETS, TINY
 from genforecast import cli
 from genforecast.cli import main
 from genforecast.loggers import SuiteWandbLogger
+from genforecast.study import STUDIES, Stage
 from genforecast.training_cli import SuiteCLI
 from lightning_modules.guard import DivergenceError
 
@@ -29,13 +31,9 @@ def suite_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.F
     return tmp_path
 
 
-DEMO_COMPOSITIONS = [
-    ("fashion", "classifier", ["classifier"]), ("fashion", "gan", ["gan"]), ("framegan", "adv_gdl", ["train"]),
-    ("segforecast", "segmenter", ["segmenter"]), ("segforecast", "s2s_ar", ["forecaster"]),
-    ("segforecast", "s2s_ar_finetune", ["forecaster", "ar_finetune"]), ("f2f", "detector", ["detector"]),
-    ("f2f", "p5", ["f2f"]), ("joint", "distance_ar", ["forecaster"]),
-]
-"""(family, experiment config, demo overlays composed after it) as the studies compose them on demo data."""
+DEMO_COMPOSITIONS: list[Stage] = [stage for module in STUDIES.values()
+                                   for stage in importlib.import_module(module).DEMO_STAGES]
+"""Every run of the studies' demos: its experiment config and the demo overlays composed after it."""
 
 
 @pytest.fixture
@@ -62,21 +60,18 @@ def test_experiment_config_fast_dev_run_on_cpu(config: Path, suite_env: Path):
 
 
 def test_every_demo_overlay_is_composed():
-    composed = {(family, overlay) for family, _, overlays in DEMO_COMPOSITIONS for overlay in overlays}
-    assert composed == {(path.parent.parent.name, path.stem) for path in CONFIGS.glob("*/demo/*.yaml")}
+    composed = {overlay for stage in DEMO_COMPOSITIONS for overlay in stage.demo_overlays}
+    assert composed == {str(path.relative_to(CONFIGS).with_suffix("")) for path in CONFIGS.glob("*/demo/*.yaml")}
 
 
-@pytest.mark.parametrize(("family", "experiment", "overlays"), DEMO_COMPOSITIONS,
-                         ids=[f"{family}/{experiment}+{'+'.join(overlays)}" for family, experiment, overlays
-                              in DEMO_COMPOSITIONS])
-def test_demo_composition_fast_dev_run_on_cpu(family: str, experiment: str, overlays: list[str],
-                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+@pytest.mark.parametrize("stage", DEMO_COMPOSITIONS,
+                         ids=["+".join((stage.config, *stage.demo_overlays)) for stage in DEMO_COMPOSITIONS])
+def test_demo_composition_fast_dev_run_on_cpu(stage: Stage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                               request: pytest.FixtureRequest):
     monkeypatch.chdir(tmp_path)
-    _point_family_at_tiny_data(family, monkeypatch, request)
-    config = CONFIGS / family / f"{experiment}.yaml"
-    args = ["fit", *PRESETS, f"--config={config}", *(f"--config={CONFIGS / family / 'demo' / f'{overlay}.yaml'}"
-                                                     for overlay in overlays),
+    _point_family_at_tiny_data(stage.config.split("/")[0], monkeypatch, request)
+    config = CONFIGS / f"{stage.config}.yaml"
+    args = ["fit", *PRESETS, *(f"--config={CONFIGS / name}.yaml" for name in (stage.config, *stage.demo_overlays)),
             *TINY[_model_class(config)], "--trainer.fast_dev_run=2"]
     assert main(args) == 0
 

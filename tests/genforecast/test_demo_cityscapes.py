@@ -10,7 +10,7 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 
-from genforecast.demo_data.cityscapes import delete_sequence_frames, write_cityscapes_sequences
+from genforecast.demo_data.cityscapes import write_cityscapes_sequences
 from genforecast.demo_data.cli import DATASETS
 from metrics.cityscapes_labels import INSTANCE_TRAIN_IDS, label_id_to_train_id_table
 
@@ -153,14 +153,6 @@ def test_deterministic_given_the_seed(tmp_path):
     assert any((first / name).read_bytes() != (other / name).read_bytes() for name in files)
     with pytest.raises(ValueError, match="more than 19 frames"):
         write_cityscapes_sequences(tmp_path / "d", frames_per_snippet=19)
-
-
-def test_delete_sequence_frames(tmp_path):
-    root = write_cityscapes_sequences(tmp_path / "data", sequences_per_split={"val": 2}, size=(32, 64),
-                                      frames_per_snippet=20, annotate_every_frame=False)
-    deleted = delete_sequence_frames(root, "val", snippet_indices=(1, 10), snippets=(1,))
-    assert deleted == ["demoville_000001_000101_leftImg8bit.png", "demoville_000001_000110_leftImg8bit.png"]
-    assert not any((root / "leftImg8bit_sequence" / "val" / "demoville" / name).exists() for name in deleted)
 
 
 def test_registered_as_demo_dataset():

@@ -10,7 +10,6 @@ from genforecast.demo_data.cli import DATASETS, ensure_demo_dataset
 from genforecast.demo_data.ucf101 import (
     fold_test_groups,
     render_video,
-    write_truncated_copy,
     write_ucf101,
     write_video,
 )
@@ -82,13 +81,6 @@ def test_same_seed_same_set(tmp_path):
     first = read_video(tmp_path / "a" / "UCF-101" / "HandstandPushups" / "v_HandStandPushups_g01_c01.avi")
     second = read_video(tmp_path / "b" / "UCF-101" / "HandstandPushups" / "v_HandStandPushups_g01_c01.avi")
     assert np.array_equal(first, second)
-
-
-def test_truncated_copy(demo, tmp_path):
-    source = demo / "UCF-101" / "Basketball" / "v_Basketball_g01_c01.avi"
-    target = write_truncated_copy(source, tmp_path / "cut.avi", keep_fraction=0.4)
-    assert target.stat().st_size == int(source.stat().st_size * 0.4)
-    assert target.read_bytes() == source.read_bytes()[:target.stat().st_size]
 
 
 def test_invalid_arguments(tmp_path):

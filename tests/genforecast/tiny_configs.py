@@ -5,6 +5,8 @@ from __future__ import annotations
 import yaml
 from conftest import CONFIGS
 
+from genforecast.config_files import environment_variables
+
 PRESETS = [f"--config={CONFIGS / 'trainer' / 'cpu.yaml'}", f"--config={CONFIGS / 'logger' / 'csv.yaml'}"]
 EXPERIMENTS = sorted(path for path in CONFIGS.glob("*/*.yaml") if "experiment" in yaml.safe_load(path.read_text()))
 CITYSCAPES_TINY = ["--data.init_args.resolution=[64, 128]", "--data.init_args.batch_size=2",
@@ -39,12 +41,13 @@ TINY = {
                                         "--model.init_args.max_detections=5"],
 }
 
-# Environment variables that point each family's configs at the tiny test datasets (fixture names as values).
+TEST_DATA = {"FASHION_CATALOGUE": "fashion_catalogue", "FASHION_CLASSIFIER": "classifier_weights",
+             "UCF101_ROOT": "ucf101_demo", "CITYSCAPES_DATASET": "cityscapes_demo",
+             "CITYSCAPES_SEGMENTER": "segmenter_weights", "F2F_DETECTOR": "detector_weights"}
+"""The fixture (tests/conftest.py) each data or exported-model variable of the configs is pointed at in the tests."""
+
 FAMILY_ENVIRONMENT = {
-    "fashion": {"FASHION_CATALOGUE": "fashion_catalogue", "FASHION_CLASSIFIER": "classifier_weights"},
-    "framegan": {"UCF101_ROOT": "ucf101_demo"},
-    "segforecast": {"CITYSCAPES_DATASET": "cityscapes_demo", "CITYSCAPES_SEGMENTER": "segmenter_weights"},
-    "f2f": {"CITYSCAPES_DATASET": "cityscapes_demo", "F2F_DETECTOR": "detector_weights"},
-    "joint": {"CITYSCAPES_DATASET": "cityscapes_demo", "CITYSCAPES_SEGMENTER": "segmenter_weights",
-              "F2F_DETECTOR": "detector_weights"},
-}
+    family: {variable: TEST_DATA[variable] for config in EXPERIMENTS if config.parent.name == family
+             for variable in environment_variables(config) if variable in TEST_DATA}
+    for family in sorted({config.parent.name for config in EXPERIMENTS})}
+"""Per family, the variables its configs read that point them at the tiny test datasets (fixture names as values)."""
