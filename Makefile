@@ -11,7 +11,7 @@ DATA ?= data/demo
 GENFORECAST := $(BIN)/genforecast
 STUDY := $(GENFORECAST) study --trainer $(TRAINER) --logger $(LOGGER) --demo-root $(DATA)
 
-.PHONY: install test test-slow lint demo-data clean \
+.PHONY: install test test-slow lint docs demo-data clean \
 	train-fashion train-framegan train-segforecast train-f2f train-joint \
 	bench-fashion bench-framegan bench-segforecast bench-f2f bench-joint human-study cluster-up cluster-down \
 	bench-eval bench-data bench-memory bench-overhead bench-gpu gpu-wheels
@@ -33,6 +33,11 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+# The result tables of docs/ from the newest study of each paper (outputs/<family>/study/latest/results.json; a paper
+# whose study has not run keeps docs/results/<family>.json).
+docs: install
+	$(BIN)/python -m genforecast.docs_tables --from-studies
 
 demo-data: install
 	$(GENFORECAST) demo-data --root $(DATA)
@@ -113,4 +118,4 @@ cluster-down:
 	cluster/local_slurm.sh stop .cluster
 
 clean:
-	rm -rf outputs lightning_logs .pytest_cache .ruff_cache
+	rm -rf outputs lightning_logs .pytest_cache .ruff_cache .import_linter_cache

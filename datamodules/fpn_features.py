@@ -3,16 +3,13 @@
 The F2F forecaster trains on the FPN features of a frozen Mask R-CNN. Extracting them on the fly costs a detector
 backbone pass over every frame of every step; :func:`extract_features` runs the exported detector once over every
 cached frame of a split (bfloat16 autocast on CUDA, as :meth:`lightning_modules.F2FForecaster.features`) and stores
-the chosen levels as float16 (:mod:`datamodules.frame_outputs`); :class:`FPNFeatureDataModule` serves them with the frames as ``features_<level>``
-and the forecaster's ``training_step`` then skips the detector.
+the chosen levels as float16 (:mod:`datamodules.frame_outputs`); :class:`FPNFeatureDataModule` serves them with the
+frames as ``features_<level>`` and the forecaster's ``training_step`` then skips the detector.
 
-A cache must fit ``max_cache_gib`` (:func:`feature_cache_bytes`), checked before anything is written. A level of
-stride ``s`` holds ``256 x H/s x W/s`` values per frame (the FPN has 256 channels); at the paper's 1024x2048 in
-float16 that is 1 MiB (P5), 4 MiB (P4), 16 MiB (P3) and 64 MiB (P2, ``256 x 256 x 512`` values). Cityscapes train
-has 2,975 snippets of 7 cached frames, 20,825 maps per level: 20.3 GiB (P5), 81.3 GiB (P4), 325 GiB (P3) and
-1.27 TiB (P2). The default limit of 512 GiB admits the coarse levels (427 GiB) and refuses P2, which the forecaster
-then extracts on the fly; at the CPU demo's 128x256 all four levels of its 18 snippets take 167 MiB and are cached.
-Only the train split is cached: validation runs the detector anyway.
+A cache must fit ``max_cache_gib``: :func:`feature_cache_bytes` computes its size before anything is written and
+:func:`cache_size_refusal` refuses one over the budget with the arithmetic (docs/f2f.md works it out for Cityscapes:
+only the coarse levels fit a disk; levels left out are extracted on the fly). Only the train split is cached:
+validation runs the detector anyway.
 
 Layout of a feature cache (a directory, see :func:`datamodules.cache.write_sharded_cache`)::
 
@@ -44,9 +41,9 @@ FEATURE_CACHE_VERSION = 1
 CACHEABLE_LEVELS = ("p5", "p4", "p3", "p2")
 """The levels a feature cache may hold, coarse to fine (within ``max_cache_gib``: see the module docstring)."""
 DEFAULT_MAX_CACHE_GIB = 512.0
-"""Admits Cityscapes' P5, P4 and P3 at 1024x2048 (427 GiB) and refuses its P2 (1.27 TiB more)."""
+"""Admits Cityscapes' P5, P4 and P3 at 1024x2048 and refuses its P2 (docs/f2f.md)."""
 FEATURE_SHARD_SIZE = 32
-"""Snippets per shard: at 1024x2048, 32 snippets x 7 frames of P5+P4+P3 are 4.6 GiB held during extraction."""
+"""Snippets per shard, all held in memory during extraction: 32 x 7 frames of P5+P4+P3 at 1024x2048 are 4.6 GiB."""
 PADDING_MULTIPLE = 32
 """The detector's transform pads frames to a multiple of this before the backbone."""
 
@@ -208,7 +205,7 @@ class FPNFeatureDataModule(FrameOutputDataModule):
 
     def output_splits(self) -> tuple[str, ...]:
         """The train split when fitting: only training reads cached features (validation runs the detector on the
-        whole pyramid), so val is never extracted (at Cityscapes' size that saves 72 GiB), and a ``validate``,
+        whole pyramid), so val is never extracted, and a ``validate``,
         ``test`` or ``predict`` run extracts nothing."""
         fitting = self.trainer is None or self.trainer.state.fn == TrainerFn.FITTING
         return ("train",) if fitting else ()

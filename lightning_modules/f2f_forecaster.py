@@ -4,19 +4,17 @@ A frozen Mask R-CNN (:class:`MaskRCNNFinetune`, loaded from ``detector_weights``
 FPN pyramid; one subnetwork per level (P5, P4, P3, and P2 at three scales) forecasts the next frame's features
 from the features of 4 past frames; P6 is derived from the forecast P5 as in the FPN; the forecast pyramid goes
 through the detector's frozen RPN, box and mask heads. Loss: mean squared error on the features, summed over
-levels and scales. Training modes as for S2S: ``autoregressive`` (every one-step window of the sequence) and
-``ar_finetune`` (all steps unrolled with backpropagation through time). The paper's schedule (P5 first, P4 and
+levels and scales. Training modes as for S2S (:func:`networks.forecasting.training_pairs`): ``autoregressive`` and
+``ar_finetune``. The paper's schedule (P5 first, P4 and
 P3 initialised from P5, P2 last, then AR fine-tuning) is a sequence of runs selecting ``train_levels`` and
 ``init_weights`` / ``initialise_levels_from`` (see ``configs/f2f/``).
 
 Features are extracted on the fly from the cached frames (bf16 autocast on GPUs), or, for training, read from the
 batch: :class:`datamodules.FPNFeatureDataModule` caches chosen levels once as float16 and adds them to batches as
 ``features_<level>`` (see :func:`cached_feature_key`); when they cover every level of ``train_levels``
-``training_step`` skips the detector. On Cityscapes at the paper's 1024x2048 only the coarse levels fit a disk: a
-P2 map is 256 channels x 256 x 512 values, 64 MiB in fp16 per frame, and the 2,975 training sequences x 7 frames
-would need 1.27 TiB (1.40 TB), against 325 GiB for P3, 81 GiB for P4 and 20 GiB for P5; the CPU demo's 128x256
-caches all four levels (167 MiB). Validation always runs the detector: detection needs the whole pyramid of the
-target frame and the baselines run it on real frames.
+``training_step`` skips the detector (on Cityscapes only the coarse levels fit a disk: docs/f2f.md). Validation
+always runs the detector: detection needs the whole pyramid of the target frame and the baselines run it on real
+frames.
 
 Evaluation on the annotated target frame, as the paper: Cityscapes instance AP (0.5:0.95) and AP50 over the 8
 classes, and the semantic conversion (instances with score >= 0.5 painted in ascending score order) scored with

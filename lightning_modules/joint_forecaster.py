@@ -11,15 +11,9 @@ forecast (:func:`representations.distance_map_encoding.decode_instances`). Every
 detections): tracking comes for free, and ``predict_step`` returns it.
 
 Training: ``L_p`` + GDL at every scale of the network (weights 1) against the next frame's maps, with ``p = 2`` by
-default, in the S2S modes
-``autoregressive`` (every one-step window, fed-back predictions detached) and ``ar_finetune`` (all steps unrolled
-with backpropagation through time); short term is 1 step, mid term 3 (autoregressive at test time). Neither the
-workshop paper nor the talk states the loss. S2S's l1 (``p = 1``) was tried first and does not train on this
-representation: an object moving 2 px per frame is a step edge of height 2 sliding over a flat map, l1's
-per-pixel gradient is a sign that Adam turns into equal-sized steps for the many static pixels and the few
-moving ones, and the forecast stays at copy-last (measured: a residual model fitting one fixed batch of that
-motion for 150 Adam steps kept every pixel's argmax at copy's 94.1%, with l1 alone or l1 + GDL); with ``p = 2``
-the same model reaches 100% in 100 steps.
+default (the papers do not state the loss; docs/joint.md says why not S2S's l1), in the S2S modes
+(:func:`networks.forecasting.training_pairs`): ``autoregressive`` and ``ar_finetune``; short term is 1 step, mid
+term 3 (autoregressive at test time).
 
 Evaluation on the annotated target frame with the suite's evaluators: mIoU / MO-mIoU (:class:`SegmentationIoU`)
 and Cityscapes instance AP / AP50 (:class:`CityscapesInstanceAP`), beside copy-last (the last input frame's

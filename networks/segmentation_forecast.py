@@ -244,9 +244,9 @@ class ResidualForecaster(nn.Module):
 
     ``D_k`` are the wrapped network's outputs (coarse to fine), read as changes; its output convolutions start at
     zero (:func:`networks.forecasting.zero_`), so training starts from copy-last exactly (the multiscale network's
-    fine scale adds the upsampled coarse change, so every scale stays a copy). Not in the papers: the CPU demos train for a few hundred steps on a
-    handful of snippets, too little to learn the identity of a 76-channel input from scratch, and a model that
-    cannot first match copy-last cannot beat it.
+    fine scale adds the upsampled coarse change, so every scale stays a copy). Not in the papers: the CPU demos train
+    for a few hundred steps on a handful of snippets, too little to learn the identity of a 76-channel input from
+    scratch, and a model that cannot first match copy-last cannot beat it.
     """
 
     def __init__(self, network: MultiscaleSegmentationForecaster | DilatedSegmentationForecaster) -> None:

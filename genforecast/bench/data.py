@@ -13,7 +13,7 @@ fresh process (so its peak memory is its own), which measures:
   its largest worker.
 
 Next to them: the samples per second one GPU would consume at the H100 anchors (``../shared/reference/stack.md``
-and the F2F arithmetic in README's Benchmarks section; :data:`GPU_DEMAND` states each derivation), and so the
+and the F2F arithmetic in docs/benchmarks.md; :data:`GPU_DEMAND` states each derivation), and so the
 **cores per GPU** the pipeline needs, ``demand / rate with 0 workers`` (the main process alone is one core). A
 pipeline needing more than 8 is flagged.
 
@@ -47,9 +47,9 @@ import numpy as np
 import torch
 
 H100_DENSE_BF16 = 989.4e12
-"""FLOP/s, the dense bf16 peak the README's F2F arithmetic uses (:data:`genforecast.bench.common.DENSE_BF16_PEAK`)."""
+"""FLOP/s, the dense bf16 peak docs/benchmarks.md's F2F arithmetic uses (:data:`genforecast.bench.common.DENSE_BF16_PEAK`)."""
 F2F_P3_SAMPLE_SECONDS = 2.13e12 / (0.67 * H100_DENSE_BF16)
-"""A P3 training sample (2.13 TFLOP, README's F2F arithmetic) at the anchor's 67% of the bf16 peak: 3.2 ms."""
+"""A P3 training sample (2.13 TFLOP, docs/benchmarks.md's F2F arithmetic) at the anchor's 67% of the bf16 peak: 3.2 ms."""
 F2F_EXTRACTION_FRAMES_PER_SECOND = 166.0
 """Anchor: torchvision Mask R-CNN R50-FPN backbone, 1024x2048, bf16 autocast, on one H100."""
 FRAMEGAN_GRAPH_STEPS_PER_SECOND = 269.0

@@ -1,4 +1,4 @@
-"""The demo claims of the README, measured end to end on the procedural data (slow: `make test-slow`)."""
+"""The demo claims of the docs (docs/<paper>.md), measured end to end on the procedural data (slow: `make test-slow`)."""
 
 import json
 import os
