@@ -303,8 +303,8 @@ class F2FForecaster(L.LightningModule):
                         f"val/{name}/mo_miou": semantic["mo_miou"]}
             self.instance_ap[name].reset()
             self.semantic_iou[name].reset()
-        self.log_dict({key: torch.nan_to_num(torch.as_tensor(value, dtype=torch.float32)) for key, value in
-                       metrics.items()})
+        # NaN (no ground-truth instance or class to score) is logged as NaN: a 0 would read as a measured score.
+        self.log_dict({key: torch.as_tensor(value, dtype=torch.float32) for key, value in metrics.items()})
 
     def _log_forecasts(self, batch: dict[str, torch.Tensor], predictions: list[dict[str, torch.Tensor]]) -> None:
         count = min(self.hparams.log_sequences, len(predictions))

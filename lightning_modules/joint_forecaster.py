@@ -196,8 +196,8 @@ class JointForecaster(L.LightningModule):
                         f"val/{name}/ap": instance["ap"], f"val/{name}/ap50": instance["ap50"]}
             self.semantic_iou[name].reset()
             self.instance_ap[name].reset()
-        self.log_dict({key: torch.nan_to_num(torch.as_tensor(value, dtype=torch.float32)) for key, value in
-                       metrics.items()})
+        # NaN (no ground-truth instance or class to score) is logged as NaN: a 0 would read as a measured score.
+        self.log_dict({key: torch.as_tensor(value, dtype=torch.float32) for key, value in metrics.items()})
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[dict[str, Any]]:
         """Per sample: ``semantic`` trainIds (h, w) and the forecast instances ``masks``, ``labels`` (label ids),

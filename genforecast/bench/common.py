@@ -7,6 +7,7 @@ synchronises the device at both ends only, so asynchronous execution is measured
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -113,9 +114,13 @@ def peak_memory(device: torch.device) -> int:
 def format_results(results: list[BenchResult], unit: str, rate_decimals: int = 0) -> str:
     """Table of results; speed-ups are relative to the first row (the eager fp32 baseline).
 
-    ``rate_decimals``: decimals of the samples/s column (more for slow steps, e.g. on the CPU).
+    ``rate_decimals``: decimals of the samples/s column (more for slow steps, e.g. on the CPU); at least enough that
+    every rate shows two significant digits, so a slow step never reads as 0 samples/s.
     """
     baseline = results[0].samples_per_second
+    slowest = min(result.samples_per_second for result in results)
+    if slowest > 0:
+        rate_decimals = max(rate_decimals, 1 - math.floor(math.log10(slowest)))
     header = f"| run | {unit}/s | speed-up | step GFLOP | MFU (dense bf16 peak) | peak memory | device |"
     lines = [header, "|---|---|---|---|---|---|---|"]
     for result in results:

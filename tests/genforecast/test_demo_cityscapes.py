@@ -10,8 +10,9 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 
+from datamodules.cityscapes import index_sequences
 from genforecast.demo_data.cityscapes import write_cityscapes_sequences
-from genforecast.demo_data.cli import DATASETS
+from genforecast.demo_data.cli import DATASETS, ensure_demo_dataset
 from metrics.cityscapes_labels import INSTANCE_TRAIN_IDS, label_id_to_train_id_table
 
 FRAME_NAME = re.compile(r"^(?P<city>[a-z]+)_(?P<sequence>\d{6})_(?P<frame>\d{6})_leftImg8bit\.png$")
@@ -155,5 +156,16 @@ def test_deterministic_given_the_seed(tmp_path):
         write_cityscapes_sequences(tmp_path / "d", frames_per_snippet=19)
 
 
-def test_registered_as_demo_dataset():
-    assert DATASETS["cityscapes"][0] == "cityscapes"
+def test_registered_as_demo_dataset_that_the_data_module_indexes(tmp_path, monkeypatch):
+    folder, writer, parameters = DATASETS["cityscapes"]
+    assert writer is write_cityscapes_sequences and set(parameters["sequences_per_split"]) == {"train", "val"}
+    small = {"sequences_per_split": {"train": 2, "val": 1}, "size": (32, 64)}
+    monkeypatch.setitem(DATASETS, "cityscapes", (folder, writer, small))
+    root = ensure_demo_dataset("cityscapes", tmp_path)
+    assert root == tmp_path / folder
+    for split, count in small["sequences_per_split"].items():
+        samples, missing = index_sequences(root, split)
+        assert len(samples) == count and not missing
+    written = (root / "gtFine").stat().st_mtime_ns
+    assert ensure_demo_dataset("cityscapes", tmp_path) == root  # stamped: reused, not rewritten
+    assert (root / "gtFine").stat().st_mtime_ns == written

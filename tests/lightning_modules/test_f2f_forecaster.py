@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 import lightning_modules.f2f_forecaster as f2f_module
 from datamodules.cityscapes import CityscapesSequenceDataModule
 from lightning_modules.f2f_forecaster import F2FForecaster, cached_feature_key, semantic_from_instances
+from metrics.instance_ap import CityscapesInstanceAP
+from metrics.segmentation import SegmentationIoU
 from networks.f2f import derive_p6
 
 
@@ -63,17 +67,67 @@ def test_mismatching_detector_is_refused_before_training(detector_weights: Path)
         F2FForecaster(str(detector_weights), expected_detector={"num_classes": 5})
 
 
-def test_fit_and_validate_report_forecast_and_baselines(detector_weights: Path, cityscapes_demo: Path, tmp_path):
+def _instances_as_predictions(instances: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A frame's ground-truth instance map (H, W) as perfect detections: label ids, masks, score 1."""
+    ids = instances.unique()
+    ids = ids[ids >= 1000]
+    return {"masks": instances[None] == ids[:, None, None], "labels": ids.long() // 1000,
+            "scores": torch.ones(len(ids)), "boxes": torch.zeros(len(ids), 4)}
+
+
+def _validation_batches(cityscapes_demo: Path, tmp_path: Path) -> tuple[CityscapesSequenceDataModule, list[dict]]:
     datamodule = CityscapesSequenceDataModule(str(cityscapes_demo), horizon="mid", resolution=(64, 128), crop_size=None,
-                                              batch_size=2, val_batch_size=2, cache_dir=str(tmp_path / "cache"))
+                                              batch_size=2, val_batch_size=2, load_all_frame_labels=True,
+                                              cache_dir=str(tmp_path / "cache"))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule, list(datamodule.val_dataloader())
+
+
+def test_fit_and_validate_score_what_the_batch_implies(detector_weights: Path, cityscapes_demo: Path, tmp_path,
+                                                        monkeypatch):
+    datamodule, batches = _validation_batches(cityscapes_demo, tmp_path)
     model = _model(detector_weights, mode="ar_finetune", max_detections=5)
     trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=datamodule)
+    # a detector that finds exactly each frame's annotated objects: the baselines' scores follow from the batch
+    objects = {frame.numpy().tobytes(): instances for batch in batches
+               for frame, instances in zip(batch["frames"].flatten(0, 1), batch["frame_instances"].flatten(0, 1))}
+    monkeypatch.setattr(f2f_module, "detect", lambda detector, frames: [
+        _instances_as_predictions(objects[frame.cpu().numpy().tobytes()]) for frame in frames])
     metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-    for predictor in ("model", "copy_last", "optical_flow", "oracle"):
-        for name in ("ap", "ap50", "mo_miou"):
-            assert f"val/{predictor}/{name}" in metrics
+
+    expected = {"copy_last": (CityscapesInstanceAP(), SegmentationIoU()), "oracle": (CityscapesInstanceAP(),
+                                                                                     SegmentationIoU())}
+    for batch in batches:
+        for name, frame in (("copy_last", 3), ("oracle", -1)):
+            predictions = [_instances_as_predictions(instances) for instances in batch["frame_instances"][:, frame]]
+            expected[name][0].update(predictions, list(batch["instances"]))
+            expected[name][1].update(semantic_from_instances(predictions, (64, 128)), batch["labels"].long())
+    for name, (instance_ap, semantic_iou) in expected.items():
+        assert metrics[f"val/{name}/ap"] == pytest.approx(float(instance_ap.compute()["ap"]), abs=1e-6)
+        assert metrics[f"val/{name}/ap50"] == pytest.approx(float(instance_ap.compute()["ap50"]), abs=1e-6)
+        assert metrics[f"val/{name}/mo_miou"] == pytest.approx(float(semantic_iou.compute()["mo_miou"]), abs=1e-6)
+    assert metrics["val/oracle/ap"] == pytest.approx(1.0) and metrics["val/copy_last/ap"] < 1.0
+    assert 0.0 <= metrics["val/optical_flow/ap50"] <= 1.0 and 0.0 <= metrics["val/model/ap50"] <= 1.0
+
+
+def test_metrics_without_ground_truth_are_nan_not_zero(detector_weights: Path, cityscapes_demo: Path, tmp_path):
+    _, batches = _validation_batches(cityscapes_demo, tmp_path)
+
+    class WithoutObjects(L.LightningDataModule):
+        def val_dataloader(self):
+            return DataLoader([batch | {"instances": torch.zeros_like(batch["instances"]),
+                                        "labels": torch.zeros_like(batch["labels"])} for batch in batches],
+                              batch_size=None)
+
+    model = _model(detector_weights, max_detections=5, evaluate_baselines=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    metrics = trainer.validate(model, datamodule=WithoutObjects(), verbose=False)[0]
+    assert math.isnan(metrics["val/model/ap"]) and math.isnan(metrics["val/model/ap50"])
+    assert math.isnan(metrics["val/model/mo_miou"])
 
 
 def test_residual_forecaster_starts_from_copy_last(detector_weights: Path):

@@ -80,10 +80,20 @@ def test_training_and_evaluation_steps_run(lambda_adv: float, tmp_path):
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                         num_sanity_val_steps=0, val_check_interval=3)
     trainer.fit(model, datamodule=Clips())
-    metrics = trainer.callback_metrics
+    metrics = trainer.validate(model, datamodule=Clips(), verbose=False)[0]
     for predictor in ("model", "copy_last", "optical_flow"):
         for name in ("psnr_full_1", "ssim_moving_2", "sharpness_full_2"):
             assert f"val/{predictor}/{name}" in metrics
+    # full-frame PSNR of what the clip implies: the last input copied, and the model's recursive forecast
+    frames = _clips(count=2, size=32, frames=6)["frames"]
+    unit = frames.double() / 255
+    forecast = (model.forecast(frames[:, :4].float() / 127.5 - 1, steps=2).double() + 1) / 2
+    for step in (1, 2):
+        target = unit[:, 3 + step]
+        for predictor, predicted in (("copy_last", unit[:, 3]), ("model", forecast[:, step - 1])):
+            mse = ((predicted - target) ** 2).mean(dim=(1, 2, 3))
+            expected = (10 * torch.log10(1 / mse)).mean().item()
+            assert metrics[f"val/{predictor}/psnr_full_{step}"] == pytest.approx(expected, abs=1e-3)
     assert list((tmp_path / "videos").rglob("*.mp4"))
     generator_lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert generator_lr == pytest.approx(0.005, rel=1e-6)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from lightning_modules.seg_forecast import SegForecastAR
+from metrics.segmentation import SegmentationIoU
 
 
 def _batch(count: int = 2, size: tuple[int, int] = (32, 64), frames: int = 7) -> dict[str, torch.Tensor]:
@@ -117,10 +118,19 @@ def test_fit_and_validate_log_both_references_and_baselines(mode: str, lambda_ad
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                         num_sanity_val_steps=0)
     trainer.fit(model, datamodule=Sequences())
-    metrics = trainer.callback_metrics
+    metrics = trainer.validate(model, datamodule=Sequences(), verbose=False)[0]
     for predictor in ("model", "copy_last", "optical_flow"):
         for name in ("miou_gt", "mo_miou_gt", "miou_segmenter", "mo_miou_segmenter"):
             assert f"val/{predictor}/{name}" in metrics
+    # what the batch implies: the last input's segmentation copied, and the model's forecast of the target frame
+    batch = _batch()
+    segmentations = {"copy_last": batch["scores"][:, 3].float().argmax(dim=1),
+                     "model": model.segment(model.forecast(batch))}
+    for predictor, segmentation in segmentations.items():
+        for reference, labels in (("gt", batch["labels"]), ("segmenter", batch["segmenter_labels"])):
+            expected = SegmentationIoU()(segmentation, labels.long())
+            for name in ("miou", "mo_miou"):
+                assert metrics[f"val/{predictor}/{name}_{reference}"] == pytest.approx(float(expected[name]), abs=1e-6)
     assert list((tmp_path / "images").rglob("*.png"))
 
 
