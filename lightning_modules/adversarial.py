@@ -48,8 +48,8 @@ as ``"default"``); ``"max-autotune"`` also benchmarks kernel choices while compi
   loss functions within the same update, and :meth:`training_step` calls
   ``torch.compiler.cudagraph_mark_step_begin()`` at the start of every step; a subclass that keeps a raw network
   output beyond its update (e.g. for logging) must ``clone()`` it.
-- ``toggle_optimizer`` changes which parameters require gradients between the updates; the trainable and the
-  frozen forward are traced separately, each always seeing the same ``requires_grad`` pattern.
+- Freezing the other network changes which parameters require gradients between the updates; the trainable and
+  the frozen forward are traced separately, each always seeing the same ``requires_grad`` pattern.
 - Loss functions, the divergence guard, ``manual_backward`` (inside the precision plugin's autocast, under which
   the graphs are traced), gradient clipping and the optimiser steps stay eager. The guard's verdict waits for each
   update's forward pass after its backward pass has been queued, so the device keeps working meanwhile. Its
@@ -81,7 +81,8 @@ on logging steps. What changes, and what is refused:
   captured here).
 - Shapes must be static (training loaders drop the last partial batch); the first 3 steps run eagerly (side
   stream) before the capture. Without CUDA the same step runs eagerly on the static buffers, which is what the
-  CPU tests compare bit for bit with the ordinary step.
+  CPU tests compare bit for bit with the ordinary step (``tests/lightning_modules/test_cuda_graph_step.py``; its
+  ``gpu`` tests compare the captured replays).
 """
 
 from __future__ import annotations

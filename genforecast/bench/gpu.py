@@ -66,10 +66,10 @@ EVAL_IMAGES = 500
 
 
 @dataclass
-class Figure:
-    """One figure of the report; ``met`` is None when it was not measured or its target does not apply (a dry run)."""
+class Measured:
+    """What a group measured for one of its figures; ``met`` is None when it was not measured or its target does not
+    apply (a dry run)."""
 
-    name: str
     value: float | None
     unit: str
     target: str
@@ -78,14 +78,10 @@ class Figure:
 
 
 @dataclass
-class Measured:
-    """What a group measured for one of its figures (the group names it)."""
+class Figure(Measured):
+    """A figure of the report: what was measured, under the name its group gives it."""
 
-    value: float | None
-    unit: str
-    target: str
-    met: bool | None
-    detail: str
+    name: str
 
 
 @dataclass
@@ -305,8 +301,8 @@ def run_groups(config: Settings, budget_s: float) -> tuple[list[Figure], list[Ou
         outcomes.append(Outcome(group.name, status, seconds, tables))
         if not measured:
             measured = [Measured(None, "", "", None, status)] * len(group.figures)
-        figures += [Figure(name, None if value.value is None or not math.isfinite(value.value) else value.value,
-                           value.unit, value.target, value.met, value.detail)
+        figures += [Figure(**vars(value) | {"value": None if value.value is None or not math.isfinite(value.value)
+                                            else value.value}, name=name)
                     for name, value in zip(group.figures, measured)]
     return figures, outcomes
 

@@ -1,21 +1,25 @@
 """Host overhead per training step: each model's step through ``Trainer.fit`` against a bare loop of the same work.
 
 For every paper model (FashionCAN, FrameGAN, S2S, F2F, the joint forecaster) one real batch is taken from its
-data module (F2F: random cached features of the shape its detector gives). Two copies of the module, initialised
+data module (F2F: random cached features of the shape its detector gives). Copies of the module, initialised
 alike, then train on that batch:
 
 * **suite**: ``Trainer.fit`` on a loader that yields the batch every step, with the benchmarks' trainer (no logger,
   progress bar or checkpoints; ``log_every_n_steps`` 50): the module's own ``training_step`` with its divergence
-  guard, per-step random generator, logging, optimiser toggling and schedulers, and Lightning's loop and hooks.
+  guard, per-step random generator, logging, frozen parameters and schedulers, and Lightning's loop and hooks.
+* **Lightning floor** (:class:`LightningFloor`): the same updates in a minimal LightningModule, through Lightning's
+  ``manual_backward`` and ``LightningOptimizer.step`` (or automatic optimisation, as the forecasters train), and
+  nothing else: what any Lightning step costs.
 * **bare**: the same module's loss functions, backward passes, optimiser steps and schedulers in a plain loop
   (adversarial modules: each discriminator update then the generator update, the other network's parameters frozen
   by precomputed lists; one random generator for the whole run).
 
-The bare step runs right after each suite step (from a callback), so both see the same machine load; the
-overhead is the median over steps of ``suite step - bare step``. CPU only, one torch thread by default (the host is
-what is measured; on a GPU the same Python runs between kernel launches). A second, shorter pass times where the
-suite step's time goes: every function below is wrapped by a timer that charges its exclusive time (its own time
-minus that of wrapped functions it calls) to a category; what no wrapped function covers is Lightning's loop.
+A bare step runs right after each suite (and floor) step, from a callback, so both see the same machine load; the
+overhead is the median over steps of ``suite step - bare step``, Lightning's share the median of ``floor - bare``.
+CPU only, one torch thread by default (the host is what is measured; on a GPU the same Python runs between kernel
+launches). A third, shorter pass times where the suite step's time goes: every function :func:`profiled` lists is
+wrapped by a timer that charges its exclusive time (its own time minus that of wrapped functions it calls) to a
+category; what no wrapped function covers is Lightning's loop.
 """
 
 from __future__ import annotations
@@ -212,6 +216,13 @@ LIGHTNING = "Lightning: "
 REST = LIGHTNING + "loop and hooks (the rest)"
 
 
+def _category_order(category: str) -> tuple[int, str]:
+    """Compute first (in :data:`COMPUTE`'s order), then the suite's host work, then Lightning's, the rest last."""
+    if category in COMPUTE:
+        return COMPUTE.index(category), ""
+    return len(COMPUTE) + (category == REST) + (not category.startswith(SUITE)), category
+
+
 @contextmanager
 def profiled(case_module: L.LightningModule) -> Iterator[CostProfiler]:
     """A :class:`CostProfiler` over the functions a training step of ``case_module``'s class calls: the compute
@@ -339,9 +350,7 @@ def measure(case: Case, steps: int, warmup: int, profile_steps: int) -> Overhead
             paired = _paired(case, module, profile_steps, warmup, profiler)
         count = len(paired.suite)
         suite, bare = profiler.accounts["suite"], profiler.accounts["bare"]
-        order = (*COMPUTE, SUITE, LIGHTNING)
-        for category in sorted(set(suite) | set(bare), key=lambda name: ([name.startswith(prefix) for prefix in order]
-                                                                        .index(True), name)):
+        for category in sorted(set(suite) | set(bare), key=_category_order):
             breakdown[category] = (1e3 * suite.get(category, 0.0) / count, 1e3 * bare.get(category, 0.0) / count)
         breakdown[REST] = (1e3 * sum(paired.suite) / count - sum(value for value, _ in breakdown.values()),
                            1e3 * sum(paired.bare_times) / count - sum(value for _, value in breakdown.values()))
@@ -373,11 +382,11 @@ def fashion_case(args: argparse.Namespace) -> Case:
     from genforecast.bench.fashion import _catalogue
     from lightning_modules.fashion_can import FashionCAN
 
-    batch_size = args.batch_size or 16
+    batch_size = args.batch_size or 8
     batch = first_batch(FashionCatalogueDataModule(str(_catalogue(args.fashion_root)), resolution=64,
                                                    batch_size=batch_size, val_fraction=0.05, num_workers=0))
-    return Case("FashionCAN", f"64 px, batch {batch_size}, base width 16, D then G update",
-                seeded(lambda: FashionCAN(resolution=64, base_channels=16)), batch)
+    return Case("FashionCAN", f"64 px, batch {batch_size}, base width 8, D then G update",
+                seeded(lambda: FashionCAN(resolution=64, base_channels=8)), batch)
 
 
 def framegan_case(args: argparse.Namespace) -> Case:
@@ -405,10 +414,10 @@ def s2s_case(args: argparse.Namespace) -> Case:
     segmenter = segmenter_file()
     batch = first_batch(SegmentationScoreDataModule(
         str(_cityscapes_root(args)), str(segmenter), horizon="mid", num_inputs=4, frame_step=3,
-        resolution=(128, 256), crop_size=64, batch_size=args.batch_size or 4, num_workers=0))
-    return Case("S2S (SegForecastAR)", f"64x64 crops, batch {len(batch['scores'])}, width x0.125, autoregressive, "
-                "3 steps",
-                seeded(partial(_s2s_model, "autoregressive", 0.125, 64, segmenter, {})), batch)
+        resolution=(128, 256), crop_size=64, batch_size=args.batch_size or 1, num_workers=0))
+    return Case("S2S (SegForecastAR)", f"64x64 crops, batch {len(batch['scores'])}, width x0.03125, "
+                "autoregressive, 3 steps", seeded(partial(_s2s_model, "autoregressive", 0.03125, 64, segmenter, {})),
+                batch)
 
 
 def f2f_case(args: argparse.Namespace) -> Case:
@@ -431,10 +440,10 @@ def f2f_case(args: argparse.Namespace) -> Case:
 def joint_case(args: argparse.Namespace) -> Case:
     from genforecast.bench.joint import _datamodule, _model
 
-    options = argparse.Namespace(resolution=(128, 256), crop_size=64, batch_size=args.batch_size or 4, num_workers=0)
+    options = argparse.Namespace(resolution=(128, 256), crop_size=64, batch_size=args.batch_size or 1, num_workers=0)
     batch = first_batch(_datamodule(_cityscapes_root(args), options))
-    return Case("Joint forecaster", f"64x64 crops, batch {options.batch_size}, width x0.125, autoregressive, 3 steps",
-                seeded(partial(_model, "autoregressive", 0.125, {})), batch,
+    return Case("Joint forecaster", f"64x64 crops, batch {options.batch_size}, width x0.03125, autoregressive, "
+                "3 steps", seeded(partial(_model, "autoregressive", 0.03125, {})), batch,
                 lambda module, batch: module.training_loss(batch))
 
 
@@ -457,7 +466,7 @@ def format_overheads(results: list[Overhead], target_ms: float) -> str:
 
 def format_breakdown(results: list[Overhead]) -> str:
     """Rows: categories; cells: suite / bare ms per step of the profiled pass."""
-    categories = list(dict.fromkeys(category for result in results for category in result.breakdown))
+    categories = sorted({category for result in results for category in result.breakdown}, key=_category_order)
     lines = ["| ms/step (suite / bare) | " + " | ".join(result.name for result in results) + " |",
              "|---|" + "---|" * len(results)]
     for category in categories:
@@ -471,12 +480,12 @@ def format_breakdown(results: list[Overhead]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", choices=list(CASES), default=list(CASES))
-    parser.add_argument("--steps", type=int, default=200, help="timed paired steps (after warm-up)")
-    parser.add_argument("--profile-steps", type=int, default=50, help="steps of the profiled pass (0: none)")
+    parser.add_argument("--steps", type=int, default=100, help="timed paired steps (after warm-up)")
+    parser.add_argument("--profile-steps", type=int, default=30, help="steps of the profiled pass (0: none)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="every model's batch (default: FashionCAN 16, FrameGAN 8, the forecasters 4)")
+                        help="every model's batch (default: FashionCAN and FrameGAN 8, F2F 4, S2S and joint 1: their steps are the slowest, and compute noise hides the overhead)")
     parser.add_argument("--target-ms", type=float, default=1.0)
     parser.add_argument("--data-root", default="data/demo",
                         help="demo root (used when UCF101_ROOT or CITYSCAPES_DATASET is not set)")
@@ -490,6 +499,8 @@ def run(args: argparse.Namespace) -> None:
     results = []
     for name in args.models:
         results.append(measure(CASES[name](args), args.steps, args.warmup, args.profile_steps))
+        print(f"[bench overhead] {results[-1].name}: suite {results[-1].suite_ms:.2f} ms/step, overhead "
+              f"{results[-1].overhead_ms:.2f} ms (Lightning {results[-1].lightning_ms:.2f})", flush=True)
     print(f"\nHost overhead per training step (cpu, {torch.get_num_threads()} thread(s), median of {args.steps} "
           "paired steps; suite = Trainer.fit, bare = the same losses, backward passes and optimiser steps)")
     print(format_overheads(results, args.target_ms))
