@@ -11,7 +11,6 @@ weights with a description of its architecture to a file that the forecaster loa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,6 +19,7 @@ from cityscapesscripts.helpers.labels import id2label
 from torch import Tensor
 
 from datamodules.prediction import sample_names, target_names
+from lightning_modules.stage_training import export_for_next_stage, planned_steps, poly_decay
 from lightning_modules.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
 from metrics.cityscapes_labels import INSTANCE_ID_OFFSET, TRAIN_ID_NAMES
 from metrics.instance_ap import CityscapesInstanceAP
@@ -37,8 +37,6 @@ from networks.detector import (
     load_coco_weights,
 )
 
-POLY_POWER = 0.9
-"""Exponent of the poly learning-rate decay after warm-up."""
 WARMUP_START_FACTOR = 0.001
 """Learning-rate factor at step 0 of the linear warm-up (Detectron's default)."""
 GRID_IMAGES = 4
@@ -180,26 +178,18 @@ class MaskRCNNFinetune(L.LightningModule):
         parameters = [parameter for parameter in self.detector.parameters() if parameter.requires_grad]
         optimizer = torch.optim.SGD(parameters, lr=self.hparams.lr, momentum=self.hparams.momentum,
                                     weight_decay=self.hparams.weight_decay)
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            total = self.trainer.max_steps
-        else:
-            total = self.trainer.estimated_stepping_batches
-        total, warmup = max(1, int(total)), self.hparams.warmup_steps
+        total, warmup = planned_steps(self.trainer), self.hparams.warmup_steps
 
         def factor(step: int) -> float:
             if step < warmup:
                 return WARMUP_START_FACTOR + (1 - WARMUP_START_FACTOR) * step / warmup
-            return (1 - min(step, total) / total) ** POLY_POWER
+            return poly_decay(step, total)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            path = self.hparams.export_path or str(Path(self.trainer.default_root_dir) / "detector.pt")
-            export_detector(self.detector, path)
-        # Under DDP the next stage may start on another rank as soon as this fit returns: wait for the file.
-        self.trainer.strategy.barrier("export")
+        export_for_next_stage(self, lambda path: export_detector(self.detector, path), "detector.pt")
 
 
 def overlay_instances(frame: Tensor, masks: Tensor, label_ids: Tensor) -> Tensor:

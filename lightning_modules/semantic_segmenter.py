@@ -10,7 +10,6 @@ extraction and the forecasters load by path (:func:`networks.segmenter.load_expo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names, target_names
+from lightning_modules.stage_training import export_for_next_stage, planned_steps, poly_decay
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from metrics.cityscapes_labels import IGNORE_TRAIN_ID, NUM_EVALUATED_CLASSES, TRAIN_ID_NAMES, colorize
 from metrics.segmentation import SegmentationIoU
@@ -31,8 +31,6 @@ from networks.segmenter import (
     load_exported_segmenter,
 )
 
-POLY_POWER = 0.9
-"""Exponent of the poly learning-rate decay used for Cityscapes segmenters (DeepLab)."""
 GRID_IMAGES = 4
 """Validation images shown in the logged input / prediction / ground-truth grid."""
 
@@ -125,18 +123,9 @@ class SemanticSegmenter(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            total = self.trainer.max_steps
-        else:
-            total = self.trainer.estimated_stepping_batches
-        total = max(1, int(total))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: (1 - min(step, total) / total) ** POLY_POWER)
+        total = planned_steps(self.trainer)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly_decay(step, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            path = self.hparams.export_path or str(Path(self.trainer.default_root_dir) / "segmenter.pt")
-            export_segmenter(self.network, path)
-        # Under DDP the next stage may start on another rank as soon as this fit returns: wait for the file.
-        self.trainer.strategy.barrier("export")
+        export_for_next_stage(self, lambda path: export_segmenter(self.network, path), "segmenter.pt")

@@ -8,7 +8,6 @@ small self-describing file that :class:`FashionCAN` loads by path (``classifier_
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.augment import scale_translate_jitter, to_unit_range
+from lightning_modules.stage_training import export_for_next_stage, planned_steps
 from networks.classifier import ShapeTextureResNet, export_classifier, load_backbone_weights
 
 
@@ -59,16 +59,9 @@ class ShapeTextureClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            total = self.trainer.max_steps
-        else:
-            total = self.trainer.estimated_stepping_batches
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=int(total))
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr,
+                                                        total_steps=planned_steps(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            path = self.hparams.export_path or str(Path(self.trainer.default_root_dir) / "classifier.pt")
-            export_classifier(self.network, path)
-        # Under DDP the next stage may start on another rank as soon as this fit returns: wait for the file.
-        self.trainer.strategy.barrier("export")
+        export_for_next_stage(self, lambda path: export_classifier(self.network, path), "classifier.pt")
