@@ -390,13 +390,11 @@ def fashion_case(args: argparse.Namespace) -> Case:
 
 
 def framegan_case(args: argparse.Namespace) -> Case:
-    from genforecast.bench.framegan import _datamodule
-    from genforecast.demo_data.cli import ensure_demo_dataset
+    from genforecast.bench.framegan import _datamodule, demo_root
     from lightning_modules.frame_gan import FrameGAN
 
-    root = Path(os.environ.get("UCF101_ROOT") or ensure_demo_dataset("ucf101", args.data_root))
     batch_size = args.batch_size or 8
-    batch = first_batch(_datamodule(root, batch_size, 0))
+    batch = first_batch(_datamodule(demo_root(args.data_root), batch_size, 0))
     return Case("FrameGAN Adv+GDL", f"32x32 patches, batch {batch_size}, width x0.02, D then G update, lr schedule",
                 seeded(lambda: FrameGAN(width_multiplier=0.02, evaluate_baselines=False)), batch)
 
