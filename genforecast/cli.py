@@ -55,8 +55,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from datamodules.cache import CacheError
     from datamodules.video import CorruptVideoError
     from genforecast.runs import RunFolderError
+    from lightning_modules.initial_weights import ForeignCheckpointError
 
-    return FileNotFoundError, NotADirectoryError, CacheError, CorruptVideoError, RunFolderError, UserError
+    return (FileNotFoundError, NotADirectoryError, CacheError, CorruptVideoError, RunFolderError,
+            ForeignCheckpointError, UserError)
 
 
 class UserError(Exception):

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from lightning_modules.initial_weights import ForeignCheckpointError, check_written_by
 from storage.files import atomic_write
 
 OUTPUTS = Path("outputs")
@@ -297,28 +298,10 @@ def resolve_checkpoint(spec: str, variant_dir: Path, stage: str) -> Path | None:
     return path
 
 
-def checkpoint_model(checkpoint: dict[str, Any]) -> str | None:
-    """The ``module.Class`` of the LightningModule that wrote a checkpoint, when it says.
-
-    Checkpoints record it under ``genforecast`` (:class:`genforecast.checkpointing.RunCheckpoint`); older ones
-    written through the CLI still have LightningCLI's ``_class_path`` among their hyperparameters.
-    """
-    recorded = checkpoint.get("genforecast", {}).get("model")
-    if recorded:
-        return recorded
-    class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
-    return class_path if isinstance(class_path, str) else None
-
-
 def check_checkpoint_model(path: Path, model: torch.nn.Module) -> None:
     """Raise :class:`RunFolderError` when ``path`` was written by another model class than ``model``'s."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    written_by = checkpoint_model(checkpoint)
-    if written_by is None:
-        return
-    expected = type(model)
-    if written_by.rsplit(".", 1)[-1] != expected.__qualname__:
-        record = checkpoint.get("genforecast", {})
-        where = f" ({record['family']}/{record['variant']})" if "family" in record else ""
-        raise RunFolderError(f"checkpoint {path} was written by {written_by.rsplit('.', 1)[-1]}{where}, "
-                             f"not by {expected.__qualname__}: pass a checkpoint of a {expected.__qualname__} run")
+    try:
+        check_written_by(checkpoint, path, type(model))
+    except ForeignCheckpointError as error:
+        raise RunFolderError(str(error)) from None

@@ -37,6 +37,7 @@ from baselines.optical_flow import batch_flow, warp_masks
 from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names, target_names
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
+from lightning_modules.initial_weights import initial_state
 from lightning_modules.step_logging import logs_this_step
 from lightning_modules.visuals import image_grid, instance_class_map, log_image, log_segmentation_masks
 from metrics.cityscapes_labels import TRAIN_ID_NAMES, label_ids_to_train_ids
@@ -131,7 +132,7 @@ class F2FForecaster(L.LightningModule):
         if unknown:
             raise ValueError(f"train_levels {unknown} are not forecast levels {FORECAST_LEVELS}")
         if init_weights is not None:
-            state = torch.load(init_weights, map_location="cpu", weights_only=True)["state_dict"]
+            state = initial_state(init_weights, type(self))
             self.network.load_state_dict({key[len("network."):]: value for key, value in state.items()
                                           if key.startswith("network.")})
         for target, source in (initialise_levels_from or {}).items():

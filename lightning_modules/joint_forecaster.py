@@ -32,6 +32,7 @@ from baselines.optical_flow import batch_flow, extrapolate, warp_masks
 from datamodules.augment import to_unit_range
 from datamodules.prediction import target_names
 from lightning_modules.guard import NonFinitePolicy, losses_are_finite
+from lightning_modules.initial_weights import initial_state
 from lightning_modules.step_logging import logs_this_step
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import multiscale_reconstruction_loss
@@ -101,8 +102,7 @@ class JointForecaster(L.LightningModule):
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
         if init_weights is not None:
-            state = torch.load(init_weights, map_location="cpu", weights_only=True)["state_dict"]
-            self.load_state_dict(state)
+            self.load_state_dict(initial_state(init_weights, type(self)))
         self.skipped_steps = 0
         predictors = PREDICTORS if evaluate_baselines else PREDICTORS[:1]
         self.semantic_iou = torch.nn.ModuleDict({name: SegmentationIoU() for name in predictors})

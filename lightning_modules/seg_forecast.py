@@ -30,6 +30,7 @@ from datamodules.augment import to_unit_range
 from datamodules.prediction import sample_names, target_names
 from lightning_modules.adversarial import AdversarialModule, CompileMode, LossTerms
 from lightning_modules.guard import NonFinitePolicy
+from lightning_modules.initial_weights import initial_state
 from lightning_modules.renamed_hyperparameters import adopt_renamed
 from lightning_modules.visuals import image_grid, log_image, log_segmentation_masks
 from losses import discriminator_real_fake_loss, generator_non_saturating_loss, multiscale_reconstruction_loss
@@ -127,7 +128,7 @@ class SegForecastAR(AdversarialModule):
         if modality == "X2X" and self.segmenter is None:
             raise ValueError("X2X predicts RGB frames: set segmenter_weights to segment them for evaluation")
         if init_weights is not None:
-            state = torch.load(init_weights, map_location="cpu", weights_only=True)["state_dict"]
+            state = initial_state(init_weights, type(self))
             self.load_state_dict({k: v for k, v in state.items() if not k.startswith("segmenter.")}, strict=False)
         predictors = PREDICTORS if evaluate_baselines else PREDICTORS[:1]
         self.iou = torch.nn.ModuleDict({f"{predictor}__{reference}": SegmentationIoU()
