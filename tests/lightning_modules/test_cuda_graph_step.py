@@ -191,7 +191,7 @@ def test_graphed_guard_stops_with_the_weights_from_before_the_non_finite_update(
         with pytest.raises(DivergenceError, match=r"non-finite generator loss at global step 5") as error:
             _trained("fashion", graphed, tmp_path, nan_at=2)
         checkpoints.append(Path(str(error.value).split("saved in ")[1].split(";")[0]))
-    graphed_state, reference_state = (torch.load(path, weights_only=False)["state_dict"] for path in checkpoints)
+    graphed_state, reference_state = (torch.load(path, weights_only=True)["state_dict"] for path in checkpoints)
     assert all(torch.isfinite(value).all() for value in graphed_state.values() if value.is_floating_point())
     _assert_same_weights(graphed_state, reference_state, exact=True)
 
