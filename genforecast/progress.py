@@ -64,7 +64,7 @@ class LogLineProgress(ProgressBar):
         self._enabled = True
         self._start = self._last_line = 0.0
         self._samples = 0
-        self._first_step = 0
+        self._first_position = 0
 
     def disable(self) -> None:
         self._enabled = False
@@ -75,7 +75,7 @@ class LogLineProgress(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._last_line = time.monotonic()
         self._samples = 0
-        self._first_step = trainer.global_step
+        self._first_position = _position(trainer)[0]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -95,19 +95,34 @@ class LogLineProgress(ProgressBar):
     def _print_line(self, trainer: L.Trainer) -> None:
         now = time.monotonic()
         elapsed = max(now - self._start, 1e-9)
-        step, done = trainer.global_step, trainer.global_step - self._first_step
-        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
-        parts = [f"[train] step {step}"]
+        position, total, unit = _position(trainer)
+        done = position - self._first_position
+        parts = [f"[train] step {trainer.global_step}" if unit == "step" else
+                 f"[train] step {trainer.global_step}  batch {position}"]
         if math.isfinite(total) and total > 0:
-            parts[0] += f"/{int(total)} ({100 * step / total:.0f}%)"
+            parts[0] += f"/{int(total)} ({100 * position / total:.0f}%)"
             if done > 0:
-                eta = (total - step) * elapsed / done
+                eta = (total - position) * elapsed / done
                 parts.append(f"ETA {datetime.timedelta(seconds=round(eta))}")
-        parts.insert(1, f"epoch {trainer.current_epoch}")
+        # After the last epoch Lightning's counter has moved on to one that never runs.
+        epoch = min(trainer.current_epoch, trainer.max_epochs - 1) if trainer.max_epochs > 0 else trainer.current_epoch
+        parts.insert(1, f"epoch {epoch}")
         parts.insert(2, f"{self._samples / elapsed:.1f} samples/s")
         parts += [f"{name} {value:.4g}" for name, value in _training_losses(trainer).items()]
         print("  ".join(parts), flush=True)
         self._last_line = now
+
+
+def _position(trainer: L.Trainer) -> tuple[int, float, str]:
+    """How far training is, in the unit its length is counted in: optimizer steps (``global_step``) against
+    ``max_steps`` when that ends the run, or against the planned optimizer steps; batches for a manually optimized
+    module (the GANs) whose length is set in epochs, since it takes two optimizer steps per batch while Lightning
+    plans one."""
+    if trainer.max_steps and trainer.max_steps > 0:
+        return trainer.global_step, trainer.max_steps, "step"
+    if trainer.lightning_module.automatic_optimization:
+        return trainer.global_step, trainer.estimated_stepping_batches, "step"
+    return trainer.fit_loop.epoch_loop.batch_progress.total.processed, trainer.estimated_stepping_batches, "batch"
 
 
 def progress_callback(every_seconds: float = 30.0) -> ProgressBar:

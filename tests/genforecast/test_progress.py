@@ -26,6 +26,18 @@ def test_plain_lines_carry_step_epoch_rate_eta_and_losses(fashion_catalogue: Pat
     assert "g_loss " in lines[-1] and lines[-1].startswith("[train] step 6/6 (100%)")
 
 
+def test_an_epoch_limited_gan_counts_batches_not_its_two_optimizer_steps(fashion_catalogue: Path, tmp_path: Path,
+                                                                         capsys):
+    datamodule = FashionCatalogueDataModule(str(fashion_catalogue), resolution=32, batch_size=4, seed=0)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, limit_train_batches=3, logger=False, limit_val_batches=0,
+                        enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=[LogLineProgress(every_seconds=0)], default_root_dir=tmp_path)
+    trainer.fit(FashionCAN(resolution=32, base_channels=8), datamodule=datamodule)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[train]")]
+    assert lines[0].startswith("[train] step 2  batch 1/6 (17%)  epoch 0  ")
+    assert lines[-1].startswith("[train] step 12  batch 6/6 (100%)  epoch 1  ") and "ETA 0:00:00" in lines[-1]
+
+
 def test_the_epoch_count_is_right_whether_epochs_or_steps_limit_the_run():
     assert _epoch_label(SimpleNamespace(current_epoch=3, max_epochs=80)) == "Epoch 3/79"
     assert _epoch_label(SimpleNamespace(current_epoch=3, max_epochs=-1)) == "Epoch 3"  # Lightning's bars print 3/-2
