@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from lightning_modules.initial_weights import ForeignCheckpointError, check_written_by
+from lightning_modules.initial_weights import check_written_by
 from storage.files import atomic_write
 
 OUTPUTS = Path("outputs")
@@ -299,9 +299,6 @@ def resolve_checkpoint(spec: str, variant_dir: Path, stage: str) -> Path | None:
 
 
 def check_checkpoint_model(path: Path, model: torch.nn.Module) -> None:
-    """Raise :class:`RunFolderError` when ``path`` was written by another model class than ``model``'s."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    try:
-        check_written_by(checkpoint, path, type(model))
-    except ForeignCheckpointError as error:
-        raise RunFolderError(str(error)) from None
+    """Raise :class:`lightning_modules.initial_weights.ForeignCheckpointError` when ``path`` was written by another
+    model class than ``model``'s."""
+    check_written_by(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path, type(model))
